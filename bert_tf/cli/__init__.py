@@ -1,0 +1,1 @@
+"""Command-line entry points: flag definitions and orchestration only; the logic lives in bert_tf."""

@@ -1,0 +1,120 @@
+"""File helpers shared by every command: input patterns, text/gzip reading, atomic outputs.
+
+Outputs are written under a temporary name in the same folder and renamed into place only when
+complete, so an interrupted run never leaves a file that looks finished.
+"""
+
+import contextlib
+import glob
+import gzip
+import io
+import os
+import uuid
+
+from bert_tf.errors import UsageError
+
+
+def _is_remote(path):
+  return "://" in path
+
+
+def expand_input_patterns(spec, flag_name="--input_file"):
+  """Expands a comma-separated list of paths and globs into a sorted-per-pattern list of files.
+
+  Order: patterns in the order given, the matches of each glob sorted. Raises `UsageError` naming
+  the flag when a pattern matches nothing.
+  """
+  if spec is None or not str(spec).strip():
+    raise UsageError(f"{flag_name} is required")
+  files = []
+  for pattern in str(spec).split(","):
+    pattern = pattern.strip()
+    if not pattern:
+      continue
+    if _is_remote(pattern):
+      import tensorflow as tf
+      matches = sorted(tf.io.gfile.glob(pattern))
+    else:
+      matches = sorted(glob.glob(os.path.expanduser(pattern)))
+      matches = [m for m in matches if os.path.isfile(m)]
+    if not matches:
+      raise UsageError(f"{flag_name}: no file matches {pattern!r}")
+    files.extend(matches)
+  if not files:
+    raise UsageError(f"{flag_name} names no file")
+  return files
+
+
+def open_binary(path):
+  """Opens a local or remote file for reading bytes, transparently gunzipping `.gz` files."""
+  if _is_remote(path):
+    import tensorflow as tf
+    raw = tf.io.gfile.GFile(path, "rb")
+  else:
+    raw = open(path, "rb")
+  if path.endswith(".gz"):
+    return gzip.GzipFile(fileobj=raw, mode="rb")
+  return raw
+
+
+def open_text(path, errors="replace"):
+  """Opens a (possibly gzipped) UTF-8 text file; undecodable bytes become U+FFFD by default."""
+  return io.TextIOWrapper(open_binary(path), encoding="utf-8", errors=errors, newline=None)
+
+
+def temp_path_for(path):
+  """A unique temporary sibling of `path` (same folder, so the final rename is atomic)."""
+  head, tail = os.path.split(path)
+  return os.path.join(head, f".{tail}.tmp-{uuid.uuid4().hex[:8]}")
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+  """Yields a temporary path to write; renames it to `path` on success, deletes it on error."""
+  remote = _is_remote(path)
+  if not remote:
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+  tmp = temp_path_for(path)
+  try:
+    yield tmp
+  except BaseException:
+    _remove_quietly(tmp)
+    raise
+  if remote:
+    import tensorflow as tf
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+  else:
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path, text):
+  with atomic_output(path) as tmp:
+    if _is_remote(tmp):
+      import tensorflow as tf
+      with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write(text)
+    else:
+      with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _remove_quietly(path):
+  try:
+    if _is_remote(path):
+      import tensorflow as tf
+      if tf.io.gfile.exists(path):
+        tf.io.gfile.remove(path)
+    elif os.path.exists(path):
+      os.remove(path)
+  except OSError:
+    pass
+
+
+def file_sha256(path):
+  import hashlib
+  h = hashlib.sha256()
+  with open_binary(path) as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()
