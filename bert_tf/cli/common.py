@@ -1,0 +1,45 @@
+"""Runtime flags shared by the training commands (run_pretraining, run_classifier).
+
+Only flag definitions live here; the logic that turns them into a `tf.distribute.Strategy` and a
+Keras dtype policy is in `bert_tf.training` (`strategy_from_flags`, `set_precision_policy`).
+"""
+
+from absl import flags
+
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+PRECISIONS = ("float32", "bfloat16", "float16")
+
+
+def define_runtime_flags():
+  """Defines --distribution_strategy, --tpu, --mixed_precision, --jit_compile, --steps_per_loop,
+  --log_steps and --keep_checkpoint_max (idempotent: a second call is a no-op)."""
+  if "distribution_strategy" in flags.FLAGS:
+    return
+  flags.DEFINE_enum(
+      "distribution_strategy", "auto", STRATEGIES,
+      "How to spread training over devices. auto: mirrored when more than one GPU is visible, "
+      "one_device otherwise (tpu when --tpu is set). multi_worker_mirrored reads TF_CONFIG.")
+  flags.DEFINE_string(
+      "tpu", None, "TPU name or grpc:// address for --distribution_strategy=tpu "
+      "('local' for a TPU VM).")
+  flags.DEFINE_enum(
+      "mixed_precision", "float32", PRECISIONS,
+      "Compute dtype of the model. float16 uses dynamic loss scaling; variables, softmax, "
+      "LayerNorm, logits and losses stay float32.")
+  flags.DEFINE_bool("jit_compile", False, "Compile the training and evaluation steps with XLA.")
+  flags.DEFINE_integer(
+      "steps_per_loop", 1, "Training steps run inside one tf.function call (fewer host round "
+      "trips); logging and checkpoint steps are rounded to its multiples.")
+  flags.DEFINE_integer("log_steps", 100, "Log loss, learning rate and sequences/s every N steps.")
+  flags.DEFINE_integer("keep_checkpoint_max", 5, "How many recent checkpoints to keep.")
+
+
+def validate_runtime_flags(flag_values=None):
+  """Raises `UsageError` naming the flag when a runtime flag has a value that cannot work."""
+  from bert_tf.errors import UsageError
+  fv = flag_values or flags.FLAGS
+  for name in ("steps_per_loop", "log_steps", "keep_checkpoint_max"):
+    if getattr(fv, name) < 1:
+      raise UsageError(f"--{name} must be >= 1, got {getattr(fv, name)}")
+  if fv.distribution_strategy == "tpu" and not fv.tpu:
+    raise UsageError("--distribution_strategy=tpu needs --tpu (a TPU name, grpc:// address or 'local')")
