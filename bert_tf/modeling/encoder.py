@@ -1,0 +1,122 @@
+"""`BertEncoder`: embeddings, a stack of transformer blocks and the [CLS] pooler."""
+
+import keras
+import tensorflow as tf
+
+from bert_tf.configs import BertConfig
+from bert_tf.modeling.embeddings import BertEmbeddings
+from bert_tf.modeling.layers import Dense
+from bert_tf.modeling.transformer import TransformerBlock
+
+
+def config_from_any(config):
+  """Accepts a `BertConfig` or its dict form (as stored by `get_config`)."""
+  return config if isinstance(config, BertConfig) else BertConfig.from_dict(dict(config))
+
+
+def attention_adder_from_mask(input_mask):
+  """The original's additive attention mask.
+
+  Args:
+    input_mask: int [batch_size, seq_length], 1 for real tokens and 0 for padding.
+  Returns:
+    float32 [batch_size, 1, 1, seq_length]: 0 for real tokens, -10000 for padding.
+  """
+  mask = tf.cast(input_mask, tf.float32)
+  return (1.0 - mask)[:, tf.newaxis, tf.newaxis, :] * -10000.0
+
+
+class BertEncoder(keras.Model):
+  """The BERT encoder of google-research/bert's `BertModel`, as a Keras 3 model.
+
+  Args:
+    config: a `BertConfig` (or its dict).
+    output_all_layers: also return `encoder_outputs`, the output of every transformer block.
+
+  Called on a dict with `input_ids` (int [batch_size, seq_length]) and optionally `input_mask`
+  (1 = real token, default all ones) and `segment_ids` (default all zeros); returns a dict with
+  `sequence_output` [batch_size, seq_length, hidden_size] and `pooled_output` [batch_size, hidden_size]
+  (dense + tanh on the first token), plus `encoder_outputs` (a list) when `output_all_layers`.
+
+  Example:
+    >>> cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+    ...                  num_attention_heads=2, intermediate_size=64)
+    >>> out = BertEncoder(cfg)({"input_ids": tf.ones([2, 8], tf.int32)})
+    >>> out["sequence_output"].shape, out["pooled_output"].shape
+    (TensorShape([2, 8, 32]), TensorShape([2, 32]))
+  """
+
+  def __init__(self, config, output_all_layers=False, **kwargs):
+    kwargs.setdefault("name", "bert_encoder")
+    super().__init__(**kwargs)
+    config = config_from_any(config)
+    self.bert_config = config  # a BertConfig
+    self.output_all_layers = output_all_layers
+    self.embeddings = BertEmbeddings(
+        vocab_size=config.vocab_size, hidden_size=config.hidden_size,
+        type_vocab_size=config.type_vocab_size,
+        max_position_embeddings=config.max_position_embeddings,
+        dropout_rate=config.hidden_dropout_prob, initializer_range=config.initializer_range,
+        name="embeddings")
+    # One attribute per block (layer_0, layer_1, ...): Keras lists are not tracked by
+    # tf.train.Checkpoint, attributes are, and the names mirror the original's.
+    for i in range(config.num_hidden_layers):
+      setattr(self, f"layer_{i}", TransformerBlock(
+          hidden_size=config.hidden_size, num_heads=config.num_attention_heads,
+          intermediate_size=config.intermediate_size, activation=config.hidden_act,
+          hidden_dropout_rate=config.hidden_dropout_prob,
+          attention_dropout_rate=config.attention_probs_dropout_prob,
+          initializer_range=config.initializer_range, name=f"layer_{i}"))
+    self.pooler = Dense(config.hidden_size, activation="tanh",
+                        initializer_range=config.initializer_range, name="pooler")
+    self.build()
+
+  @property
+  def blocks(self):
+    """The transformer blocks, first to last."""
+    return [getattr(self, f"layer_{i}") for i in range(self.bert_config.num_hidden_layers)]
+
+  def build(self, input_shape=None):
+    hidden = self.bert_config.hidden_size
+    self.embeddings.build((None, None))
+    for block in self.blocks:
+      block.build((None, None, hidden))
+    self.pooler.build((None, hidden))
+    self.built = True
+
+  @property
+  def word_embeddings(self):
+    """The word embedding table [vocab_size, hidden_size], shared with the masked-LM head."""
+    return self.embeddings.word_embeddings
+
+  def call(self, inputs, training=None):
+    input_ids = inputs["input_ids"]                                   # [B, S]
+    input_mask = inputs.get("input_mask")
+    segment_ids = inputs.get("segment_ids")
+    if input_mask is None:
+      input_mask = tf.ones_like(input_ids)
+    if segment_ids is None:
+      segment_ids = tf.zeros_like(input_ids)
+
+    x = self.embeddings(input_ids, segment_ids, training=training)   # [B, S, H]
+    adder = attention_adder_from_mask(input_mask)                     # [B, 1, 1, S]
+    all_layers = []
+    for block in self.blocks:
+      x = block(x, adder, training=training)                        # [B, S, H]
+      all_layers.append(x)
+    pooled = self.pooler(x[:, 0, :])                                  # [B, H]
+    outputs = {"sequence_output": x, "pooled_output": pooled}
+    if self.output_all_layers:
+      outputs["encoder_outputs"] = all_layers
+    return outputs
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(config=self.bert_config.to_dict(), output_all_layers=self.output_all_layers)
+    return config
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    return cls(config.pop("config"), output_all_layers=config.pop("output_all_layers", False),
+               name=config.get("name"))
