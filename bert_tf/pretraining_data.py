@@ -1,0 +1,451 @@
+"""Documents -> masked-LM / next-sentence instances, exactly as google-research/bert builds them.
+
+One shard of text is an independent pool: its documents are shuffled, each of `dupe_factor` passes
+turns every document into `[CLS] A [SEP] B [SEP]` instances (B is the true continuation, or 50% of the
+time -- always for single-segment chunks -- segments of another random document), the longer side
+is truncated from a random end, candidate tokens are masked (80% `[MASK]`, 10% kept, 10% a random
+vocab word; whole words on request), and all instances of the shard are shuffled at the end.
+
+Every random choice is drawn, in the original's order, from a Mersenne Twister with the state of
+`random.Random(seed)` (see `pyrandom`), so a shard seeded with `--random_seed` produces the original
+script's records one for one. The loops are compiled with numba; instances are kept compactly as
+token spans plus masked positions, and expanded only when serialized.
+
+`build_shard_instances` is the pure per-shard step (text + shard index + options -> instances in
+output order), shared by the local multi-process job and any distributed pipeline.
+
+Example:
+  tables = VocabTables.from_vocab(tokenizer.vocab)
+  shard = build_shard_instances(text, 0, InstanceOptions(random_seed=12345), tokenizer, tables)
+  for record in shard.serialized_examples():
+    ...
+"""
+
+import dataclasses
+import hashlib
+import itertools
+
+import numba
+import numpy as np
+
+from bert_tf import pyrandom
+from bert_tf.errors import UsageError
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceOptions:
+  """The flags that decide which instances a shard produces (names as the original's flags).
+
+  Args:
+    max_seq_length: tokens per instance, including [CLS] and two [SEP].
+    max_predictions_per_seq: most masked positions per instance.
+    masked_lm_prob: fraction of the tokens to mask (rounded, at least one).
+    short_seq_prob: probability of a shorter random target length for a document pass.
+    dupe_factor: passes over the documents, each with fresh random choices.
+    do_whole_word_mask: mask all `##` pieces of a word together.
+    random_seed: seed of shard 0; other shards derive theirs from it (`shard_seed`).
+  """
+  max_seq_length: int = 128
+  max_predictions_per_seq: int = 20
+  masked_lm_prob: float = 0.15
+  short_seq_prob: float = 0.1
+  dupe_factor: int = 10
+  do_whole_word_mask: bool = False
+  random_seed: int = 12345
+
+
+@dataclasses.dataclass(frozen=True)
+class VocabTables:
+  """What the instance builder needs to know about the vocabulary, as id arrays.
+
+  Args:
+    random_word_ids: ids of the vocab entries in file order (the original draws a random
+      replacement word by index into `list(vocab.keys())`). [num_entries] int32
+    is_subword: whether each id's token starts with `##`. [max_id + 1] bool
+    cls_id, sep_id, mask_id: ids of the special tokens.
+  """
+  random_word_ids: np.ndarray
+  is_subword: np.ndarray
+  cls_id: int
+  sep_id: int
+  mask_id: int
+
+  @classmethod
+  def from_vocab(cls, vocab, vocab_file="the vocab"):
+    """Builds the tables from an ordered token -> id mapping; UsageError if a special token is missing."""
+    missing = [t for t in ("[CLS]", "[SEP]", "[MASK]") if t not in vocab]
+    if missing:
+      raise UsageError(f"{vocab_file}: vocabulary lacks {', '.join(missing)}")
+    ids = np.fromiter(vocab.values(), dtype=np.int64, count=len(vocab))
+    is_subword = np.zeros(int(ids.max()) + 1, dtype=np.bool_)
+    for token, index in vocab.items():
+      if token.startswith("##"):
+        is_subword[index] = True
+    return cls(random_word_ids=ids.astype(np.int32), is_subword=is_subword,
+               cls_id=int(vocab["[CLS]"]), sep_id=int(vocab["[SEP]"]), mask_id=int(vocab["[MASK]"]))
+
+
+def shard_seed(random_seed, shard_index):
+  """The seed of a shard: `random_seed` itself for shard 0, a hash of both for the others."""
+  if shard_index == 0:
+    return random_seed
+  digest = hashlib.sha256(f"bert_tf-shard:{random_seed}:{shard_index}".encode()).digest()
+  return int.from_bytes(digest[:8], "little")
+
+
+@dataclasses.dataclass
+class Documents:
+  """Tokenized documents of one shard, flat.
+
+  Args:
+    tokens: all token ids, sentence after sentence. [num_tokens] int32
+    sentence_starts: offset of each sentence in `tokens`, plus the end. [num_sentences + 1] int64
+    document_starts: index of each document's first sentence, plus the end. [num_documents + 1] int64
+  """
+  tokens: np.ndarray
+  sentence_starts: np.ndarray
+  document_starts: np.ndarray
+
+  @property
+  def num_documents(self):
+    return len(self.document_starts) - 1
+
+  @property
+  def num_tokens(self):
+    return len(self.tokens)
+
+
+def split_documents(lines, tokenize_batch_ids):
+  """Groups stripped lines into tokenized documents, as the original reader does.
+
+  A blank line starts a new document; a line whose tokenization is empty is dropped; documents
+  without sentences are removed.
+
+  Args:
+    lines: the shard's lines, already stripped (str).
+    tokenize_batch_ids: callable mapping a list of str to a list of id lists.
+  Returns:
+    A `Documents`.
+  """
+  text_lines = [line for line in lines if line]
+  ids = tokenize_batch_ids(text_lines) if text_lines else []
+  lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+  tokens = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum()))
+  # A document starts at the first non-empty sentence after a blank line.
+  doc_starts = []
+  sentence = 0  # index among non-empty sentences
+  text_index = 0
+  new_document = True
+  for line in lines:
+    if not line:
+      new_document = True
+      continue
+    if lengths[text_index] > 0:
+      if new_document:
+        doc_starts.append(sentence)
+        new_document = False
+      sentence += 1
+    text_index += 1
+  doc_starts.append(sentence)
+  lengths = lengths[lengths > 0]
+  sentence_starts = np.zeros(len(lengths) + 1, dtype=np.int64)
+  np.cumsum(lengths, out=sentence_starts[1:])
+  return Documents(tokens=tokens, sentence_starts=sentence_starts,
+                   document_starts=np.asarray(doc_starts, dtype=np.int64))
+
+
+@dataclasses.dataclass
+class ShardInstances:
+  """A shard's instances, already in output order, kept as spans of `documents.tokens`.
+
+  Instance i is `[CLS] tokens[a_start:a_start+a_length] [SEP] tokens[b_start:b_start+b_length] [SEP]`
+  with `masked_tokens[i, :num_masked[i]]` written at `masked_positions[i, :num_masked[i]]`
+  (positions ascending).
+  """
+  documents: Documents
+  tables: VocabTables
+  options: InstanceOptions
+  a_start: np.ndarray           # [num_instances] int64
+  a_length: np.ndarray          # [num_instances] int32
+  b_start: np.ndarray           # [num_instances] int64
+  b_length: np.ndarray          # [num_instances] int32
+  is_random_next: np.ndarray    # [num_instances] uint8
+  num_masked: np.ndarray        # [num_instances] int32
+  masked_positions: np.ndarray  # [num_instances, max_predictions_per_seq] int32
+  masked_tokens: np.ndarray     # [num_instances, max_predictions_per_seq] int32
+
+  def __len__(self):
+    return len(self.a_start)
+
+  def framed_record_chunks(self, chunk_size=8192):
+    """Yields `(buffer, ends)`: TFRecord-framed serialized examples, `chunk_size` at a time.
+
+    `buffer` is uint8 bytes of consecutive framed records, `ends[k]` the end offset of record k.
+    """
+    from bert_tf import pretraining_records
+    for begin in range(0, len(self), chunk_size):
+      end = min(begin + chunk_size, len(self))
+      yield pretraining_records.serialize_instances(self, begin, end, framed=True)
+
+  def serialized_examples(self, chunk_size=8192):
+    """Yields the serialized `tf.train.Example` bytes of every instance, in order."""
+    from bert_tf import pretraining_records
+    for begin in range(0, len(self), chunk_size):
+      end = min(begin + chunk_size, len(self))
+      buffer, ends = pretraining_records.serialize_instances(self, begin, end, framed=False)
+      data = buffer.tobytes()
+      start = 0
+      for stop in ends.tolist():
+        yield data[start:stop]
+        start = stop
+
+  def padded_arrays(self):
+    """The instances as padded feature arrays (the record contents), for tests and inspection."""
+    from bert_tf import pretraining_records
+    return pretraining_records.instances_to_arrays(self)
+
+
+def build_shard_instances(lines, shard_index, options, tokenize_batch_ids, tables):
+  """The whole per-shard step: tokenize, build instances with the shard's seed, shuffle them.
+
+  Args:
+    lines: the shard's stripped lines (str), blank lines separating documents.
+    shard_index: position of the shard in the document stream (0 reproduces the original).
+    options: `InstanceOptions`.
+    tokenize_batch_ids: callable mapping a list of str to a list of id lists.
+    tables: `VocabTables` of the tokenizer's vocabulary.
+  Returns:
+    `ShardInstances`, in the order the records are written.
+  """
+  documents = split_documents(lines, tokenize_batch_ids)
+  return create_instances(documents, shard_index, options, tables)
+
+
+def create_instances(documents, shard_index, options, tables):
+  """Builds and shuffles the instances of tokenized documents (see `build_shard_instances`)."""
+  state = pyrandom.state_from_seed(shard_seed(options.random_seed, shard_index))
+  arrays = _create_instances(
+      documents.tokens, documents.sentence_starts, documents.document_starts, state,
+      options.max_seq_length, options.max_predictions_per_seq, float(options.masked_lm_prob),
+      float(options.short_seq_prob), options.dupe_factor, bool(options.do_whole_word_mask),
+      tables.is_subword, tables.random_word_ids, tables.mask_id)
+  return ShardInstances(documents, tables, options, *arrays)
+
+
+# ----------------------------------------------------------------------------------------------
+# Compiled core. Variable names follow the original's where one exists.
+
+
+@numba.njit(cache=True)
+def _python_round(x):
+  """Python 3 `round(x)` for a non-negative float: ties go to the even integer."""
+  whole = np.floor(x)
+  fraction = x - whole
+  if fraction > 0.5 or (fraction == 0.5 and whole % 2.0 == 1.0):
+    whole += 1.0
+  return np.int64(whole)
+
+
+@numba.njit(cache=True)
+def _token_at(tokens, position, a_start, a_length, b_start):
+  """Token id at `position` of `[CLS] A [SEP] B [SEP]`, for positions of A or B only."""
+  if position <= a_length:
+    return tokens[a_start + position - 1]
+  return tokens[b_start + position - a_length - 2]
+
+
+@numba.njit(cache=True)
+def _mask_instance(state, tokens, a_start, a_length, b_start, b_length, max_predictions, masked_lm_prob,
+                   whole_word, is_subword, random_word_ids, mask_id, cand_positions, group_begin,
+                   group_end, out_positions, out_tokens):
+  """Chooses masked positions of one instance; fills out_* (sorted by position), returns their count."""
+  num_tokens = a_length + b_length + 3
+  # Candidates: every position except [CLS] and the two [SEP]; with whole-word masking a `##`
+  # piece joins the group of the candidate before it (even across the middle [SEP]).
+  num_candidates = 0
+  num_groups = 0
+  for position in range(1, num_tokens - 1):
+    if position == a_length + 1:
+      continue
+    cand_positions[num_candidates] = position
+    token = tokens[a_start + position - 1] if position <= a_length else tokens[b_start + position - a_length - 2]
+    if whole_word and num_groups >= 1 and token < is_subword.shape[0] and is_subword[token]:
+      group_end[num_groups - 1] = num_candidates + 1
+    else:
+      group_begin[num_groups] = num_candidates
+      group_end[num_groups] = num_candidates + 1
+      num_groups += 1
+    num_candidates += 1
+
+  order = np.arange(num_groups)
+  pyrandom.shuffle(state, order)
+
+  num_to_predict = min(max_predictions, max(1, _python_round(num_tokens * masked_lm_prob)))
+  num_masked = 0
+  for k in range(num_groups):
+    if num_masked >= num_to_predict:
+      break
+    group = order[k]
+    if num_masked + group_end[group] - group_begin[group] > num_to_predict:
+      continue
+    for c in range(group_begin[group], group_end[group]):
+      position = cand_positions[c]
+      if pyrandom.random_float(state) < 0.8:
+        replacement = mask_id
+      elif pyrandom.random_float(state) < 0.5:
+        replacement = _token_at(tokens, position, a_start, a_length, b_start)
+      else:
+        replacement = random_word_ids[pyrandom.randbelow(state, random_word_ids.shape[0])]
+      out_positions[num_masked] = position
+      out_tokens[num_masked] = replacement
+      num_masked += 1
+
+  # Sort by position (insertion sort; at most max_predictions entries).
+  for i in range(1, num_masked):
+    position = out_positions[i]
+    replacement = out_tokens[i]
+    j = i - 1
+    while j >= 0 and out_positions[j] > position:
+      out_positions[j + 1] = out_positions[j]
+      out_tokens[j + 1] = out_tokens[j]
+      j -= 1
+    out_positions[j + 1] = position
+    out_tokens[j + 1] = replacement
+  return num_masked
+
+
+@numba.njit(cache=True)
+def _grow(capacity, a_start, a_length, b_start, b_length, is_random_next, num_masked, masked_positions,
+          masked_tokens):
+  """Doubles the instance arrays' capacity, keeping their contents."""
+  new_capacity = capacity * 2
+  max_predictions = masked_positions.shape[1]
+  n_a_start = np.empty(new_capacity, np.int64)
+  n_a_length = np.empty(new_capacity, np.int32)
+  n_b_start = np.empty(new_capacity, np.int64)
+  n_b_length = np.empty(new_capacity, np.int32)
+  n_is_random = np.empty(new_capacity, np.uint8)
+  n_num_masked = np.empty(new_capacity, np.int32)
+  n_positions = np.zeros((new_capacity, max_predictions), np.int32)
+  n_tokens = np.zeros((new_capacity, max_predictions), np.int32)
+  n_a_start[:capacity] = a_start
+  n_a_length[:capacity] = a_length
+  n_b_start[:capacity] = b_start
+  n_b_length[:capacity] = b_length
+  n_is_random[:capacity] = is_random_next
+  n_num_masked[:capacity] = num_masked
+  n_positions[:capacity] = masked_positions
+  n_tokens[:capacity] = masked_tokens
+  return (new_capacity, n_a_start, n_a_length, n_b_start, n_b_length, n_is_random, n_num_masked,
+          n_positions, n_tokens)
+
+
+@numba.njit(cache=True)
+def _create_instances(tokens, sentence_starts, document_starts, state, max_seq_length, max_predictions,
+                      masked_lm_prob, short_seq_prob, dupe_factor, whole_word, is_subword, random_word_ids,
+                      mask_id):
+  """All instances of a shard in output order (the original's create_training_instances)."""
+  num_documents = document_starts.shape[0] - 1
+  # rng.shuffle(all_documents): shuffled slot d holds document doc_order[d].
+  doc_order = pyrandom.permutation(state, num_documents)
+  max_num_tokens = max_seq_length - 3
+
+  capacity = max(16, (tokens.shape[0] // max(1, max_num_tokens) + num_documents) * dupe_factor)
+  a_start = np.empty(capacity, np.int64)
+  a_length = np.empty(capacity, np.int32)
+  b_start = np.empty(capacity, np.int64)
+  b_length = np.empty(capacity, np.int32)
+  is_random_next = np.empty(capacity, np.uint8)
+  num_masked = np.empty(capacity, np.int32)
+  masked_positions = np.zeros((capacity, max_predictions), np.int32)
+  masked_tokens = np.zeros((capacity, max_predictions), np.int32)
+  count = 0
+
+  cand_positions = np.empty(max_seq_length, np.int64)
+  group_begin = np.empty(max_seq_length, np.int64)
+  group_end = np.empty(max_seq_length, np.int64)
+
+  for _ in range(dupe_factor):
+    for document_index in range(num_documents):
+      doc = doc_order[document_index]
+      first = document_starts[doc]
+      num_sentences = document_starts[doc + 1] - first
+
+      target_seq_length = max_num_tokens
+      if pyrandom.random_float(state) < short_seq_prob:
+        target_seq_length = pyrandom.randint(state, 2, max_num_tokens)
+
+      chunk_begin = 0  # first sentence (within the document) of the current chunk
+      current_length = 0
+      i = 0
+      while i < num_sentences:
+        sentence = first + i
+        current_length += sentence_starts[sentence + 1] - sentence_starts[sentence]
+        if i == num_sentences - 1 or current_length >= target_seq_length:
+          chunk_size = i - chunk_begin + 1
+          a_end = 1
+          if chunk_size >= 2:
+            a_end = pyrandom.randint(state, 1, chunk_size - 1)
+          span_a_start = sentence_starts[first + chunk_begin]
+          span_a_length = sentence_starts[first + chunk_begin + a_end] - span_a_start
+
+          if chunk_size == 1 or pyrandom.random_float(state) < 0.5:
+            random_next = 1
+            target_b_length = target_seq_length - span_a_length
+            random_document_index = 0
+            for _attempt in range(10):
+              random_document_index = pyrandom.randint(state, 0, num_documents - 1)
+              if random_document_index != document_index:
+                break
+            random_doc = doc_order[random_document_index]
+            random_first = document_starts[random_doc]
+            random_count = document_starts[random_doc + 1] - random_first
+            random_start = pyrandom.randint(state, 0, random_count - 1)
+            span_b_start = sentence_starts[random_first + random_start]
+            span_b_length = 0
+            for j in range(random_start, random_count):
+              span_b_length = sentence_starts[random_first + j + 1] - span_b_start
+              if span_b_length >= target_b_length:
+                break
+            # The chunk's segments after A go back to the document for the next chunk.
+            i -= chunk_size - a_end
+          else:
+            random_next = 0
+            span_b_start = sentence_starts[first + chunk_begin + a_end]
+            span_b_length = sentence_starts[first + i + 1] - span_b_start
+
+          # truncate_seq_pair: drop a token from a random end of the longer side (B on ties).
+          while span_a_length + span_b_length > max_num_tokens:
+            front = pyrandom.random_float(state) < 0.5
+            if span_a_length > span_b_length:
+              if front:
+                span_a_start += 1
+              span_a_length -= 1
+            else:
+              if front:
+                span_b_start += 1
+              span_b_length -= 1
+
+          if count == capacity:
+            (capacity, a_start, a_length, b_start, b_length, is_random_next, num_masked, masked_positions,
+             masked_tokens) = _grow(capacity, a_start, a_length, b_start, b_length, is_random_next,
+                                    num_masked, masked_positions, masked_tokens)
+          a_start[count] = span_a_start
+          a_length[count] = span_a_length
+          b_start[count] = span_b_start
+          b_length[count] = span_b_length
+          is_random_next[count] = random_next
+          num_masked[count] = _mask_instance(
+              state, tokens, span_a_start, span_a_length, span_b_start, span_b_length, max_predictions,
+              masked_lm_prob, whole_word, is_subword, random_word_ids, mask_id, cand_positions,
+              group_begin, group_end, masked_positions[count], masked_tokens[count])
+          count += 1
+
+          chunk_begin = i + 1
+          current_length = 0
+        i += 1
+
+  # rng.shuffle(instances): output slot k holds instance order[k].
+  order = pyrandom.permutation(state, count)
+  return (a_start[order], a_length[order], b_start[order], b_length[order], is_random_next[order],
+          num_masked[order], masked_positions[order], masked_tokens[order])

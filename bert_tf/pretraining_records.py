@@ -1,0 +1,320 @@
+"""Fast serialization of pretraining instances into `tf.train.Example` records and TFRecord files.
+
+Building a `tf.train.Example` per instance in Python costs more than creating the instance. The
+record is a small, fixed protobuf, so it is written here directly as bytes by compiled code: the
+same wire format that `features.serialize_pretraining_example` produces (tests parse both with
+`features.pretraining_feature_spec`), with the features always in the schema's order. (The original
+script's map order depends on its process's hash seed, so only parsed records can be compared with
+its files; they are equal.)
+
+Wire format used (protobuf): Example{1: Features{1: repeated MapEntry{1: key, 2: Feature}}};
+Feature{2: FloatList{1: packed float}, 3: Int64List{1: packed varint}}.
+TFRecord framing: uint64 length, masked CRC-32C of the length, data, masked CRC-32C of the data.
+"""
+
+import gzip
+
+import numba
+import numpy as np
+
+from bert_tf import features
+
+# Serialized feature order: the schema's (input_ids, input_mask, segment_ids, masked_lm_positions,
+# masked_lm_ids, masked_lm_weights, next_sentence_labels); `_serialize` indexes features by position.
+_FEATURE_ORDER = features.PRETRAINING_FEATURE_NAMES
+
+
+def _crc32c_table():
+  table = np.zeros(256, dtype=np.uint32)
+  for n in range(256):
+    c = n
+    for _ in range(8):
+      c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+    table[n] = c
+  return table
+
+
+_CRC_TABLE = _crc32c_table()
+_KEYS = [np.frombuffer(name.encode(), dtype=np.uint8) for name in _FEATURE_ORDER]
+
+
+@numba.njit(cache=True)
+def _crc32c(table, buffer, begin, end):
+  crc = np.uint32(0xFFFFFFFF)
+  for i in range(begin, end):
+    crc = table[(crc ^ np.uint32(buffer[i])) & np.uint32(0xFF)] ^ (crc >> np.uint32(8))
+  return crc ^ np.uint32(0xFFFFFFFF)
+
+
+@numba.njit(cache=True)
+def _masked_crc(table, buffer, begin, end):
+  crc = _crc32c(table, buffer, begin, end)
+  return ((crc >> np.uint32(15)) | (crc << np.uint32(17))) + np.uint32(0xA282EAD8)
+
+
+def masked_crc32c(data):
+  """TFRecord's masked CRC-32C of `data` (bytes), as an int."""
+  buffer = np.frombuffer(data, dtype=np.uint8)
+  return int(_masked_crc(_CRC_TABLE, buffer, 0, len(buffer)))
+
+
+@numba.njit(cache=True)
+def _varint_size(value):
+  size = 1
+  while value >= 128:
+    value >>= 7
+    size += 1
+  return size
+
+
+@numba.njit(cache=True)
+def _put_varint(buffer, pos, value):
+  while value >= 128:
+    buffer[pos] = np.uint8((value & 127) | 128)
+    value >>= 7
+    pos += 1
+  buffer[pos] = np.uint8(value)
+  return pos + 1
+
+
+@numba.njit(cache=True)
+def _put_uint32(buffer, pos, value):
+  for k in range(4):
+    buffer[pos + k] = np.uint8((value >> np.uint32(8 * k)) & np.uint32(0xFF))
+  return pos + 4
+
+
+@numba.njit(cache=True)
+def _put_bytes(buffer, pos, data):
+  for k in range(data.shape[0]):
+    buffer[pos + k] = data[k]
+  return pos + data.shape[0]
+
+
+@numba.njit(cache=True)
+def _entry_size(key_length, list_payload):
+  """Size of a map entry (without its own tag/length) holding one list feature."""
+  list_size = 1 + _varint_size(list_payload) + list_payload        # value: packed field 1
+  feature_size = 1 + _varint_size(list_size) + list_size           # Feature: field 2 or 3
+  return 1 + _varint_size(key_length) + key_length + 1 + _varint_size(feature_size) + feature_size
+
+
+@numba.njit(cache=True)
+def _put_entry_header(buffer, pos, key, list_payload, feature_field):
+  """Writes the entry's tag/length, key and the headers down to the packed values."""
+  list_size = 1 + _varint_size(list_payload) + list_payload
+  feature_size = 1 + _varint_size(list_size) + list_size
+  entry = 1 + _varint_size(key.shape[0]) + key.shape[0] + 1 + _varint_size(feature_size) + feature_size
+  buffer[pos] = 0x0A  # Features.feature, length-delimited
+  pos = _put_varint(buffer, pos + 1, entry)
+  buffer[pos] = 0x0A  # MapEntry.key
+  pos = _put_varint(buffer, pos + 1, key.shape[0])
+  pos = _put_bytes(buffer, pos, key)
+  buffer[pos] = 0x12  # MapEntry.value
+  pos = _put_varint(buffer, pos + 1, feature_size)
+  buffer[pos] = np.uint8(feature_field << 3 | 2)  # Feature.float_list (2) / int64_list (3)
+  pos = _put_varint(buffer, pos + 1, list_size)
+  buffer[pos] = 0x0A  # packed values
+  return _put_varint(buffer, pos + 1, list_payload)
+
+
+@numba.njit(cache=True)
+def _fill_instance(tokens, a_start, a_length, b_start, b_length, num_masked, positions, replacements, cls_id,
+                   sep_id, input_ids, original_ids):
+  """Writes the padded, masked `input_ids` of one instance and the ids it had at the masked positions."""
+  num_tokens = a_length + b_length + 3
+  input_ids[0] = cls_id
+  input_ids[1:a_length + 1] = tokens[a_start:a_start + a_length]
+  input_ids[a_length + 1] = sep_id
+  input_ids[a_length + 2:num_tokens - 1] = tokens[b_start:b_start + b_length]
+  input_ids[num_tokens - 1] = sep_id
+  input_ids[num_tokens:] = 0
+  original_ids[:] = 0
+  for k in range(num_masked):
+    original_ids[k] = input_ids[positions[k]]
+    input_ids[positions[k]] = replacements[k]
+  return num_tokens
+
+
+@numba.njit(cache=True)
+def _packed_size(values, count):
+  size = 0
+  for k in range(count):
+    size += _varint_size(values[k])
+  return size
+
+
+@numba.njit(cache=True)
+def _features_size(key_lengths, payloads):
+  """Size of the Features message: seven length-prefixed map entries."""
+  size = 0
+  for f in range(key_lengths.shape[0]):
+    entry = _entry_size(key_lengths[f], payloads[f])
+    size += 1 + _varint_size(entry) + entry
+  return size
+
+
+@numba.njit(cache=True)
+def _serialize(tokens, a_start, a_length, b_start, b_length, is_random_next, num_masked, masked_positions,
+               masked_tokens, cls_id, sep_id, max_seq_length, framed, crc_table, keys, key_lengths):
+  """Serializes instances [in order] into one buffer; returns it and each record's end offset."""
+  count = a_start.shape[0]
+  max_predictions = masked_positions.shape[1]
+  input_ids = np.zeros(max_seq_length, np.int64)    # [max_seq_length]
+  original_ids = np.zeros(max_predictions, np.int64)  # [max_predictions_per_seq]
+  payloads = np.zeros(7, np.int64)  # packed byte sizes of the features, in _FEATURE_ORDER
+  payloads[1] = max_seq_length
+  payloads[2] = max_seq_length
+  payloads[5] = 4 * max_predictions
+  payloads[6] = 1
+
+  # Pass 1: sizes, so the buffer is allocated once.
+  sizes = np.empty(count, np.int64)
+  ends = np.empty(count, np.int64)
+  total = 0
+  for r in range(count):
+    _fill_instance(tokens, a_start[r], a_length[r], b_start[r], b_length[r], num_masked[r],
+                   masked_positions[r], masked_tokens[r], cls_id, sep_id, input_ids, original_ids)
+    payloads[0] = _packed_size(input_ids, max_seq_length)
+    payloads[3] = _packed_size(masked_positions[r], max_predictions)
+    payloads[4] = _packed_size(original_ids, max_predictions)
+    features = _features_size(key_lengths, payloads)
+    sizes[r] = 1 + _varint_size(features) + features
+    total += sizes[r] + (16 if framed else 0)
+    ends[r] = total
+
+  # Pass 2: the bytes.
+  buffer = np.empty(total, np.uint8)
+  pos = 0
+  for r in range(count):
+    n = num_masked[r]
+    num_tokens = _fill_instance(tokens, a_start[r], a_length[r], b_start[r], b_length[r], n,
+                                masked_positions[r], masked_tokens[r], cls_id, sep_id, input_ids,
+                                original_ids)
+    payloads[0] = _packed_size(input_ids, max_seq_length)
+    payloads[3] = _packed_size(masked_positions[r], max_predictions)
+    payloads[4] = _packed_size(original_ids, max_predictions)
+    if framed:
+      length = sizes[r]
+      for k in range(8):
+        buffer[pos + k] = np.uint8((length >> (8 * k)) & 0xFF)
+      pos = _put_uint32(buffer, pos + 8, _masked_crc(crc_table, buffer, pos, pos + 8))
+    data_begin = pos
+    buffer[pos] = 0x0A  # Example.features
+    pos = _put_varint(buffer, pos + 1, _features_size(key_lengths, payloads))
+    key_offset = 0
+    for f in range(7):
+      key = keys[key_offset:key_offset + key_lengths[f]]
+      key_offset += key_lengths[f]
+      pos = _put_entry_header(buffer, pos, key, payloads[f], 2 if f == 5 else 3)
+      if f == 0:    # input_ids
+        for k in range(max_seq_length):
+          pos = _put_varint(buffer, pos, input_ids[k])
+      elif f == 1:  # input_mask
+        for k in range(max_seq_length):
+          buffer[pos + k] = 1 if k < num_tokens else 0
+        pos += max_seq_length
+      elif f == 2:  # segment_ids
+        for k in range(max_seq_length):
+          buffer[pos + k] = 1 if a_length[r] + 2 <= k < num_tokens else 0
+        pos += max_seq_length
+      elif f == 3:  # masked_lm_positions
+        for k in range(max_predictions):
+          pos = _put_varint(buffer, pos, masked_positions[r, k] if k < n else 0)
+      elif f == 4:  # masked_lm_ids
+        for k in range(max_predictions):
+          pos = _put_varint(buffer, pos, original_ids[k])
+      elif f == 5:  # masked_lm_weights: float32 1.0 for real predictions
+        for k in range(max_predictions):
+          pos = _put_uint32(buffer, pos, np.uint32(0x3F800000) if k < n else np.uint32(0))
+      else:         # next_sentence_labels
+        buffer[pos] = np.uint8(is_random_next[r])
+        pos += 1
+    if framed:
+      pos = _put_uint32(buffer, pos, _masked_crc(crc_table, buffer, data_begin, pos))
+  return buffer, ends
+
+
+_KEY_BYTES = np.concatenate(_KEYS)
+_KEY_LENGTHS = np.array([len(k) for k in _KEYS], dtype=np.int64)
+
+
+def serialize_instances(shard, begin, end, framed=True):
+  """Serializes instances `begin:end` of a `ShardInstances`.
+
+  Args:
+    shard: `pretraining_data.ShardInstances`.
+    begin, end: the slice of instances (in output order).
+    framed: add TFRecord framing (length + CRCs) around each record.
+  Returns:
+    `(buffer, ends)`: uint8 array of the records back to back, int64 end offset of each record.
+  """
+  s = slice(begin, end)
+  return _serialize(shard.documents.tokens, shard.a_start[s], shard.a_length[s], shard.b_start[s],
+                    shard.b_length[s], shard.is_random_next[s], shard.num_masked[s],
+                    shard.masked_positions[s], shard.masked_tokens[s], shard.tables.cls_id,
+                    shard.tables.sep_id, shard.options.max_seq_length, framed, _CRC_TABLE, _KEY_BYTES,
+                    _KEY_LENGTHS)
+
+
+def instances_to_arrays(shard):
+  """The feature arrays of every instance (what the records contain), as a dict of numpy arrays."""
+  count = len(shard)
+  seq, pred = shard.options.max_seq_length, shard.options.max_predictions_per_seq
+  out = {name: np.zeros((count, seq), np.int64) for name in ("input_ids", "input_mask", "segment_ids")}
+  out["masked_lm_positions"] = np.zeros((count, pred), np.int64)
+  out["masked_lm_ids"] = np.zeros((count, pred), np.int64)
+  out["masked_lm_weights"] = np.zeros((count, pred), np.float32)
+  out["next_sentence_labels"] = shard.is_random_next.astype(np.int64)[:, None]
+  original = np.zeros(pred, np.int64)
+  for r in range(count):
+    n = int(shard.num_masked[r])
+    num_tokens = _fill_instance(shard.documents.tokens, shard.a_start[r], shard.a_length[r],
+                                shard.b_start[r], shard.b_length[r], n, shard.masked_positions[r],
+                                shard.masked_tokens[r], shard.tables.cls_id, shard.tables.sep_id,
+                                out["input_ids"][r], original)
+    out["input_mask"][r, :num_tokens] = 1
+    out["segment_ids"][r, shard.a_length[r] + 2:num_tokens] = 1
+    out["masked_lm_positions"][r, :n] = shard.masked_positions[r, :n]
+    out["masked_lm_ids"][r] = original
+    out["masked_lm_weights"][r, :n] = 1.0
+  return out
+
+
+class RecordWriter:
+  """Writes framed records round-robin across output files, as the original script does.
+
+  The i-th record written (counting across every call) goes to file `i % len(paths)`.
+
+  Args:
+    paths: the files to write (temporary names; the caller renames them).
+    compress: gzip the files (readable as TFRecord compression "GZIP").
+  """
+
+  def __init__(self, paths, compress=False):
+    self._files = [gzip.open(p, "wb", compresslevel=6) if compress else open(p, "wb") for p in paths]
+    self.counts = [0] * len(paths)
+    self._next = 0
+
+  def write_chunk(self, buffer, ends):
+    """Writes framed records given as one buffer and their end offsets."""
+    num_files = len(self._files)
+    count = len(ends)
+    if count == 0:
+      return
+    if num_files == 1:
+      self._files[0].write(memoryview(buffer)[:int(ends[-1])])
+      self.counts[0] += count
+      return
+    data = memoryview(buffer)
+    starts = np.concatenate([[0], ends[:-1]]).tolist()
+    stops = ends.tolist()
+    for k in range(count):
+      target = (self._next + k) % num_files
+      self._files[target].write(data[starts[k]:stops[k]])
+      self.counts[target] += 1
+    self._next = (self._next + count) % num_files
+
+  def close(self):
+    for f in self._files:
+      f.close()

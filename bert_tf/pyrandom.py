@@ -1,0 +1,138 @@
+"""Python's `random.Random` draws, reproduced in compiled code.
+
+google-research/bert makes every choice of its pretraining data with one `random.Random(seed)`.
+Calling that object once per token is what makes the original slow, but exact parity needs the very
+same numbers. Python's generator is the Mersenne Twister MT19937, and the methods the original uses
+are small functions of its 32-bit output stream:
+
+- `getrandbits(k)` for k <= 32: one word shifted right by `32 - k`;
+- `_randbelow(n)`: `getrandbits(n.bit_length())` repeated until the value is below `n`;
+- `randint(a, b)`: `a + _randbelow(b - a + 1)`;
+- `random()`: `((w1 >> 5) * 2**26 + (w2 >> 6)) / 2**53` from two consecutive words;
+- `shuffle(x)`: for i from len(x) - 1 down to 1, swap x[i] with x[_randbelow(i + 1)].
+
+The state lives in a uint32 array of 625 entries (624 twister words, then the read position), the
+layout of `random.Random.getstate()`, so a state can move between Python and numba in both
+directions. All functions here are numba-compiled and mutate that array in place.
+
+Example:
+  state = state_from_seed(12345)
+  x = random_float(state)       # == random.Random(12345).random()
+"""
+
+import random
+
+import numba
+import numpy as np
+
+_N = 624
+_M = 397
+_MATRIX_A = np.uint32(0x9908B0DF)
+_UPPER_MASK = np.uint32(0x80000000)
+_LOWER_MASK = np.uint32(0x7FFFFFFF)
+
+
+def state_from_seed(seed):
+  """Returns the uint32[625] state of `random.Random(seed)` (any seed Python accepts)."""
+  return state_from_python(random.Random(seed))
+
+
+def state_from_python(rng):
+  """Copies the state of a `random.Random` object into a new uint32[625] array."""
+  version, internal, _ = rng.getstate()
+  if version != 3 or len(internal) != _N + 1:
+    raise ValueError(f"unsupported random.Random state version {version}")
+  return np.array(internal, dtype=np.uint32)
+
+
+def state_to_python(state):
+  """Builds a `random.Random` whose future draws continue from `state` (for tests and interop)."""
+  rng = random.Random()
+  rng.setstate((3, tuple(int(v) for v in state), None))
+  return rng
+
+
+@numba.njit(cache=True)
+def _twist(state):
+  for i in range(_N):
+    y = (state[i] & _UPPER_MASK) | (state[(i + 1) % _N] & _LOWER_MASK)
+    value = state[(i + _M) % _N] ^ (y >> np.uint32(1))
+    if y & np.uint32(1):
+      value ^= _MATRIX_A
+    state[i] = value
+  state[_N] = 0
+
+
+@numba.njit(cache=True)
+def next_word(state):
+  """The next 32-bit output of the generator (as uint32)."""
+  if state[_N] >= _N:
+    _twist(state)
+  y = state[state[_N]]
+  state[_N] += 1
+  y ^= y >> np.uint32(11)
+  y ^= (y << np.uint32(7)) & np.uint32(0x9D2C5680)
+  y ^= (y << np.uint32(15)) & np.uint32(0xEFC60000)
+  y ^= y >> np.uint32(18)
+  return y
+
+
+@numba.njit(cache=True)
+def getrandbits(state, k):
+  """`random.getrandbits(k)` for 1 <= k <= 64, as int64 (k = 64 wraps to negative)."""
+  if k <= 32:
+    return np.int64(next_word(state) >> np.uint32(32 - k))
+  low = np.uint64(next_word(state))
+  high = np.uint64(next_word(state) >> np.uint32(64 - k))
+  return np.int64(low | (high << np.uint64(32)))
+
+
+@numba.njit(cache=True)
+def _bit_length(n):
+  k = 0
+  while n > 0:
+    n >>= 1
+    k += 1
+  return k
+
+
+@numba.njit(cache=True)
+def randbelow(state, n):
+  """`random._randbelow(n)`: a uniform integer in [0, n) for n >= 1, by rejection sampling."""
+  k = _bit_length(n)
+  r = getrandbits(state, k)
+  while r >= n:
+    r = getrandbits(state, k)
+  return r
+
+
+@numba.njit(cache=True)
+def randint(state, low, high):
+  """`random.randint(low, high)`: inclusive on both ends (requires low <= high)."""
+  return low + randbelow(state, high - low + 1)
+
+
+@numba.njit(cache=True)
+def random_float(state):
+  """`random.random()`: a float in [0, 1) with 53 random bits."""
+  a = next_word(state) >> np.uint32(5)
+  b = next_word(state) >> np.uint32(6)
+  return (np.float64(a) * 67108864.0 + np.float64(b)) * (1.0 / 9007199254740992.0)
+
+
+@numba.njit(cache=True)
+def shuffle(state, values):
+  """`random.shuffle(values)` in place on a 1-d array."""
+  for i in range(values.shape[0] - 1, 0, -1):
+    j = randbelow(state, i + 1)
+    tmp = values[i]
+    values[i] = values[j]
+    values[j] = tmp
+
+
+@numba.njit(cache=True)
+def permutation(state, n):
+  """The order `random.shuffle` gives a list of n items: `result[i]` is the item now at slot i."""
+  order = np.arange(n, dtype=np.int64)
+  shuffle(state, order)
+  return order
