@@ -1,0 +1,538 @@
+"""google-research/bert's WordPiece tokenizer, token for token, running in TensorFlow ops.
+
+Porting code written for the original is a one-line change:
+
+    from bert_tf import tokenization
+    tokenizer = tokenization.FullTokenizer(vocab_file="vocab.txt", do_lower_case=True)
+    tokens = tokenizer.tokenize("Hello, world!")     # ['hello', ',', 'world', '!']
+    ids = tokenizer.convert_tokens_to_ids(tokens)
+
+and batches go through one C++ pass instead of a Python loop per character:
+
+    ids = tokenizer.tokenize_batch_ids(lines)           # list[list[int]]
+
+How it works. The original normalises text character by character (clean-up, CJK splitting,
+lower-casing + NFD accent stripping, punctuation splitting; see `bert_tf.unicode_tables`). Those
+rules are evaluated once per code point with Python's own `unicodedata`/`str.lower` and stored in a
+lookup table; the pipeline below decodes UTF-8, gathers each code point's replacement from the
+table, applies the one context-dependent rule (capital sigma at the end of a word becomes a final
+sigma, as `str.lower` does), cuts words at boundaries and hands them to tensorflow-text's
+`FastWordpieceTokenizer` (greedy longest-match-first, `##` continuation pieces). Words of more
+than 200 characters become `[UNK]`, as in the original. Nothing uses tensorflow-text's own
+normaliser, whose NFKC-based case folding differs from the original (it turns `…` into `...`,
+`ﬁ` into `fi`, fullwidth letters into ASCII, final sigma into sigma, and keeps U+FFFD).
+
+The same graph serves `FullTokenizer` (Python lists in and out) and `BertTokenizerLayer` (a Keras
+layer for tf.data and SavedModels), so both are exact.
+
+Two differences from the original remain, both outside valid text: a Python `str` holding lone
+surrogates (not encodable as UTF-8) is rejected with ValueError, and invalid UTF-8 bytes are
+dropped (the original's `decode("utf-8", "ignore")` drops them too).
+"""
+
+import collections
+import re
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from bert_tf import unicode_tables as ut
+from bert_tf.errors import UsageError
+
+UNK_TOKEN = "[UNK]"
+SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]",
+                  "mask": "[MASK]"}
+MAX_INPUT_CHARS_PER_WORD = 200
+_BATCH_LINES = 2048  # lines per TensorFlow call in the batch methods
+_OVERLONG_WORD = "\x00"  # stands for over-long words; NUL never survives clean-up
+
+
+# ---------------------------------------------------------------------------------------------
+# Vocabulary files and conversions (same names and meaning as the original module).
+
+
+def convert_to_unicode(text):
+  """Returns `text` as `str`; bytes are decoded as UTF-8, dropping invalid bytes."""
+  if isinstance(text, str):
+    return text
+  if isinstance(text, bytes):
+    return text.decode("utf-8", "ignore")
+  raise ValueError(f"Unsupported string type: {type(text)}")
+
+
+def printable_text(text):
+  """Text suitable for printing or logging (a `str`)."""
+  return convert_to_unicode(text)
+
+
+def load_vocab(vocab_file):
+  """Reads a vocab file into an OrderedDict token -> id (id = line number, from 0).
+
+  As in the original: each line is stripped of surrounding whitespace; a token that appears twice
+  keeps its first position in the dict but gets the id of its last line.
+
+  Args:
+    vocab_file: path of a UTF-8 text file, one token per line (local or any tf.io.gfile path).
+
+  Raises:
+    UsageError: the file is missing or a line is not valid UTF-8.
+  """
+  if not tf.io.gfile.exists(vocab_file):
+    raise UsageError(f"vocab file {vocab_file} does not exist")
+  with tf.io.gfile.GFile(vocab_file, "rb") as f:
+    data = f.read()
+  lines = data.split(b"\n")
+  if lines and lines[-1] == b"":
+    lines.pop()  # the newline that ends the last line
+  vocab = collections.OrderedDict()
+  for index, raw in enumerate(lines):
+    try:
+      token = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+      raise UsageError(f"vocab file {vocab_file}, line {index + 1}: not valid UTF-8 ({e})")
+    vocab[token.strip()] = index
+  return vocab
+
+
+def convert_by_vocab(vocab, items):
+  """Maps every item through `vocab` (a dict); raises KeyError naming an unknown item."""
+  try:
+    return [vocab[item] for item in items]
+  except KeyError as e:
+    raise KeyError(f"{e.args[0]!r} is not in the vocabulary") from None
+
+
+def convert_tokens_to_ids(vocab, tokens):
+  return convert_by_vocab(vocab, tokens)
+
+
+def convert_ids_to_tokens(inv_vocab, ids):
+  return convert_by_vocab(inv_vocab, ids)
+
+
+def whitespace_tokenize(text):
+  """Splits on whitespace (Python's definition), dropping empty pieces."""
+  return text.split()
+
+
+# ---------------------------------------------------------------------------------------------
+# Case checks.
+
+
+_LOWER_MODELS = ("uncased_L-24_H-1024_A-16", "uncased_L-12_H-768_A-12",
+                 "multilingual_L-12_H-768_A-12", "chinese_L-12_H-768_A-12")
+_CASED_MODELS = ("cased_L-12_H-768_A-12", "cased_L-24_H-1024_A-16",
+                 "multi_cased_L-12_H-768_A-12")
+
+
+def validate_case_matches_checkpoint(do_lower_case, init_checkpoint):
+  """Raises UsageError when a released checkpoint's name contradicts `do_lower_case`.
+
+  Only the names of Google's released models are recognised (as in the original); any other
+  checkpoint passes.
+  """
+  if not init_checkpoint:
+    return
+  m = re.match(r"^.*?([A-Za-z0-9_-]+)/bert_model\.ckpt", init_checkpoint)
+  if m is None:
+    return
+  name = m.group(1)
+  if name in _LOWER_MODELS and not do_lower_case:
+    want, kind = True, "lower-cased"
+  elif name in _CASED_MODELS and do_lower_case:
+    want, kind = False, "cased"
+  else:
+    return
+  raise UsageError(f"--do_lower_case={not want} contradicts --init_checkpoint={init_checkpoint}: "
+                   f"{name} is a {kind} model, pass --do_lower_case={want}")
+
+
+def vocab_casing_problem(vocab, do_lower_case, vocab_file="vocab"):
+  """Returns a message when `do_lower_case` contradicts the vocab's casing, else None.
+
+  An uncased run with a vocab whose word pieces contain capital letters never uses those pieces;
+  a cased run with a vocab that has no capital letter at all splits every capitalised word into
+  more pieces or [UNK].
+
+  Args:
+    vocab: dict token -> id.
+    do_lower_case: the setting to check.
+    vocab_file: the name used in the message.
+  """
+  letters = upper = 0
+  for token in vocab:
+    if token.startswith("[") and token.endswith("]"):
+      continue  # [PAD], [unused7], ...
+    body = token[2:] if token.startswith("##") else token
+    if any(c.isalpha() for c in body):
+      letters += 1
+      if body != body.lower():
+        upper += 1
+  if letters == 0:
+    return None
+  if do_lower_case and upper > max(10, letters // 100):
+    return (f"do_lower_case=True but {upper} of the {letters} word pieces of {vocab_file} contain "
+            f"capital letters (a cased vocab?): those pieces will never be used; "
+            f"pass do_lower_case=False if the vocab is cased")
+  if not do_lower_case and upper == 0 and letters >= 100:
+    return (f"do_lower_case=False but {vocab_file} has no capital letter in any of its {letters} "
+            f"word pieces (an uncased vocab?): capitalised words will split badly or become "
+            f"[UNK]; pass do_lower_case=True if the vocab is uncased")
+  return None
+
+
+def warn_if_casing_mismatch(vocab, do_lower_case, vocab_file="vocab"):
+  """Logs (absl warning) `vocab_casing_problem`'s message, if any; returns it."""
+  problem = vocab_casing_problem(vocab, do_lower_case, vocab_file)
+  if problem:
+    logging.warning("%s", problem)
+  return problem
+
+
+# ---------------------------------------------------------------------------------------------
+# The TensorFlow graph.
+
+
+def _bits(flag):
+  return tf.constant(flag, tf.int32)
+
+
+class _TokenizerGraph(tf.Module):
+  """Text -> word ids in TensorFlow ops; owns the character table and the WordPiece model.
+
+  Args:
+    vocab: OrderedDict token -> id (from `load_vocab`).
+    do_lower_case: lower-case and strip accents.
+    vocab_file: name used in messages.
+  """
+
+  def __init__(self, vocab, do_lower_case, vocab_file="vocab"):
+    super().__init__(name="bert_tokenizer_graph")
+    import tensorflow_text as tf_text
+
+    self.do_lower_case = bool(do_lower_case)
+    table = ut.char_table(self.do_lower_case)
+    self._block_index = tf.constant(table.block_index)  # [0x110000 >> BLOCK_BITS]
+    self._blocks = tf.constant(table.blocks)  # [num_blocks << BLOCK_BITS]
+    self._entry_splits = tf.constant(table.entry_splits)  # [num_entries + 1]
+    self._entry_values = tf.constant(table.entry_values)  # [total replacement code points]
+
+    # WordPiece vocab: distinct, non-empty tokens; their ids are the vocab's (last line wins).
+    pieces = [t for t in vocab if t]
+    piece_ids = [vocab[t] for t in pieces]
+    self.unk_in_vocab = UNK_TOKEN in vocab
+    if not self.unk_in_vocab:
+      pieces.append(UNK_TOKEN)
+      piece_ids.append(-1)  # no id: an error where ids are needed, "[UNK]" where tokens are
+    self.unk_id = vocab.get(UNK_TOKEN, -1)
+    self._identity_ids = piece_ids == list(range(len(piece_ids)))
+    self._piece_ids = tf.constant(piece_ids, tf.int64)
+    self._wordpiece = tf_text.FastWordpieceTokenizer(
+        vocab=pieces, suffix_indicator="##",
+        max_bytes_per_word=4 * MAX_INPUT_CHARS_PER_WORD + 4, token_out_type=tf.int64,
+        unknown_token=UNK_TOKEN, no_pretokenization=True, support_detokenization=False)
+
+  def _lookup(self, cps):
+    """Table value (entry << FLAG_BITS | flags) of each code point. cps: int32 [n]."""
+    high = tf.gather(self._block_index, tf.bitwise.right_shift(cps, ut.BLOCK_BITS))
+    low = tf.bitwise.bitwise_and(cps, (1 << ut.BLOCK_BITS) - 1)
+    return tf.gather(self._blocks, high * (1 << ut.BLOCK_BITS) + low)
+
+  def _final_sigmas(self, cps, info, line_of):
+    """Turns capital sigmas into final sigmas where Python's str.lower would.
+
+    A capital sigma is final when the nearest character before it (skipping case-ignorable and
+    deleted characters) is cased and the nearest one after it is not cased or missing; words end at
+    whitespace, CJK ideographs and line ends, which are never cased.
+
+    Args:
+      cps: int32 [n] code points; info: int32 [n] table values; line_of: int64 [n] line of each.
+    Returns:
+      (cps, info) with the final sigmas replaced.
+    """
+    skip = tf.bitwise.bitwise_and(info, ut.FLAG_DROPPED | ut.FLAG_CASE_IGNORABLE) != 0
+    cased = tf.bitwise.bitwise_and(info, ut.FLAG_CASED) != 0
+    anchors = tf.where(~skip)[:, 0]  # [a] positions that take part in the context
+    sigmas = tf.where(tf.equal(cps, ut.CAPITAL_SIGMA))[:, 0]  # [s]
+    rank = tf.searchsorted(anchors, sigmas, side="left", out_type=tf.int64)  # sigma's own index in `anchors`
+    num = tf.shape(anchors, out_type=tf.int64)[0]
+
+    def cased_neighbour(idx):
+      valid = (idx >= 0) & (idx < num)
+      pos = tf.gather(anchors, tf.clip_by_value(idx, 0, tf.maximum(num - 1, 0)))
+      same_line = tf.equal(tf.gather(line_of, pos), tf.gather(line_of, sigmas))
+      return valid & same_line & tf.gather(cased, pos)
+
+    final = cased_neighbour(rank - 1) & ~cased_neighbour(rank + 1)  # [s]
+    where = tf.boolean_mask(sigmas, final)[:, None]
+    cps = tf.tensor_scatter_nd_update(
+        cps, where, tf.fill(tf.shape(where)[:1], tf.constant(ut.FINAL_SIGMA, tf.int32)))
+    return cps, self._lookup(cps)
+
+  def _normalize(self, texts):
+    """Texts -> normalised code points with 32 at word boundaries.
+
+    Args:
+      texts: tf.string [batch].
+    Returns:
+      (values int32 [m], line int64 [m]): the normalised stream of all lines and the line of each.
+    """
+    chars = tf.strings.unicode_decode(texts, "UTF-8", errors="replace",
+                                      replacement_char=0xFFFD)  # [batch, (chars)]
+    cps = chars.flat_values  # [n]
+    line_of = chars.value_rowids()  # [n]
+    info = self._lookup(cps)  # [n]
+    if self.do_lower_case:
+      has_sigma = tf.reduce_any(tf.equal(cps, ut.CAPITAL_SIGMA))
+      cps, info = tf.cond(has_sigma, lambda: self._final_sigmas(cps, info, line_of),
+                          lambda: (cps, info))
+
+    entry = tf.bitwise.right_shift(info, ut.FLAG_BITS)  # [n]
+    isolate = tf.cast(tf.bitwise.bitwise_and(info, ut.FLAG_ISOLATE) != 0, tf.int32)  # [n]
+    starts = tf.gather(self._entry_splits, entry)
+    base_len = tf.where(entry == 0, 1, tf.gather(self._entry_splits, entry + 1) - starts)
+    out_len = base_len + 2 * isolate  # [n]: the replacement, with a boundary on each side if isolated
+
+    src = tf.repeat(tf.range(tf.size(cps)), out_len)  # [m] source position of each output
+    first = tf.cumsum(out_len, exclusive=True)  # [n]
+    k = tf.range(tf.size(src)) - tf.gather(first, src)  # [m] index inside the replacement
+    iso_s = tf.gather(isolate, src)
+    inner = k - iso_s
+    entry_s = tf.gather(entry, src)
+    mapped = tf.gather(self._entry_values, tf.clip_by_value(
+        tf.gather(starts, src) + inner, 0, tf.size(self._entry_values) - 1))
+    values = tf.where(entry_s == 0, tf.gather(cps, src), mapped)
+    edge = (iso_s == 1) & ((k == 0) | (k == tf.gather(out_len, src) - 1))
+    values = tf.where(edge, ut.SPACE, values)  # [m]
+    return values, tf.gather(line_of, src)
+
+  def words(self, texts):
+    """Basic tokenization: texts -> words.
+
+    Args:
+      texts: tf.string [batch].
+    Returns:
+      chars: RaggedTensor int32 [words, (chars)] code points of each word (all lines);
+      words_per_line: int64 [batch].
+    """
+    values, line = self._normalize(texts)
+    is_space = tf.equal(values, ut.SPACE)
+    after_break = tf.concat([[True], is_space[:-1] | (line[1:] != line[:-1])], 0)
+    begins = ~is_space & after_break  # [m] first character of a word
+    word_of = tf.cumsum(tf.cast(begins, tf.int64)) - 1  # [m]
+    keep = ~is_space
+    num_words = tf.reduce_sum(tf.cast(begins, tf.int64))
+    chars = tf.RaggedTensor.from_value_rowids(
+        tf.boolean_mask(values, keep), tf.boolean_mask(word_of, keep), nrows=num_words)
+    words_per_line = tf.math.unsorted_segment_sum(
+        tf.cast(begins, tf.int64), line, tf.shape(texts, out_type=tf.int64)[0])
+    return chars, words_per_line
+
+  def word_strings(self, texts):
+    """Texts -> RaggedTensor tf.string [batch, (words)], the original's BasicTokenizer output."""
+    chars, words_per_line = self.words(texts)
+    words = tf.strings.unicode_encode(chars, "UTF-8")
+    return tf.RaggedTensor.from_row_lengths(words, words_per_line)
+
+  def piece_ids(self, texts):
+    """Texts -> RaggedTensor int64 [batch, (pieces)] vocab ids (-1 = [UNK] missing in vocab)."""
+    chars, words_per_line = self.words(texts)
+    too_long = chars.row_lengths() > MAX_INPUT_CHARS_PER_WORD  # [words]
+    words = tf.strings.unicode_encode(chars, "UTF-8")  # [words]
+    words = tf.where(too_long, _OVERLONG_WORD, words)  # one piece each, overridden below
+    pieces = self._wordpiece.tokenize(words)  # [words, (pieces)] indices into the piece list
+    ids = pieces.flat_values
+    if not self._identity_ids:
+      ids = tf.gather(self._piece_ids, ids)
+    long_piece = tf.repeat(too_long, pieces.row_lengths())
+    ids = tf.where(long_piece, tf.constant(self.unk_id, tf.int64), ids)
+    per_word = pieces.with_flat_values(ids)
+    return tf.RaggedTensor.from_row_lengths(per_word, words_per_line).merge_dims(1, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Python API.
+
+
+def _as_text_batch(texts):
+  """A list of str/bytes -> a tf.string tensor [batch]."""
+  out = []
+  for t in texts:
+    if isinstance(t, str):
+      try:
+        out.append(t.encode("utf-8"))
+      except UnicodeEncodeError as e:
+        raise ValueError(f"text is not valid Unicode (lone surrogate): {t!r}") from e
+    elif isinstance(t, bytes):
+      out.append(t)
+    else:
+      raise ValueError(f"Unsupported string type: {type(t)}")
+  return tf.constant(out, tf.string, shape=[len(out)])
+
+
+def _ragged_to_lists(rt):
+  """RaggedTensor [batch, (n)] -> list of numpy arrays (no per-element Python work)."""
+  values = rt.flat_values.numpy()
+  splits = rt.row_splits.numpy()
+  return np.split(values, splits[1:-1])
+
+
+class FullTokenizer:
+  """End-to-end tokenization as google-research/bert's FullTokenizer, batched in TensorFlow.
+
+  Args:
+    vocab_file: the WordPiece vocab (one token per line, id = line number).
+    do_lower_case: lower-case and strip accents before WordPiece (uncased models).
+
+  Attributes:
+    vocab: OrderedDict token -> id; inv_vocab: dict id -> token; vocab_size: number of ids.
+
+  Example:
+    >>> tok = FullTokenizer("data/vocab/bert-base-uncased-vocab.txt", do_lower_case=True)
+    >>> tok.tokenize("Unaffable café!")
+    ['una', '##ff', '##able', 'cafe', '!']
+    >>> tok.tokenize_batch_ids(["Hello.", "World"])
+    [[7592, 1012], [2088]]
+  """
+
+  def __init__(self, vocab_file, do_lower_case=True):
+    self.vocab_file = vocab_file
+    self.do_lower_case = bool(do_lower_case)
+    self.vocab = load_vocab(vocab_file)
+    if not self.vocab:
+      raise UsageError(f"vocab file {vocab_file} is empty")
+    self.inv_vocab = {v: k for k, v in self.vocab.items()}
+    self.vocab_size = max(self.vocab.values()) + 1
+    warn_if_casing_mismatch(self.vocab, self.do_lower_case, vocab_file)
+    self._graph = _TokenizerGraph(self.vocab, self.do_lower_case, vocab_file)
+    spec = [tf.TensorSpec([None], tf.string)]
+    self._ids_fn = tf.function(self._graph.piece_ids, input_signature=spec, autograph=False).get_concrete_function()
+    self._words_fn = tf.function(
+        self._graph.word_strings, input_signature=spec, autograph=False).get_concrete_function()
+    id_to_token = np.full(self.vocab_size + 1, UNK_TOKEN, dtype=object)  # [-1] = "[UNK]"
+    for token, i in self.vocab.items():
+      id_to_token[i] = token
+    self._id_to_token = id_to_token
+
+  # -- special tokens ---------------------------------------------------------------------------
+
+  def special_id(self, token):
+    """The id of `token` (e.g. "[CLS]"); UsageError naming the vocab file if it is missing."""
+    if token not in self.vocab:
+      raise UsageError(f"vocab file {self.vocab_file} has no {token} token")
+    return self.vocab[token]
+
+  @property
+  def pad_id(self):
+    return self.special_id(SPECIAL_TOKENS["pad"])
+
+  @property
+  def unk_id(self):
+    return self.special_id(SPECIAL_TOKENS["unk"])
+
+  @property
+  def cls_id(self):
+    return self.special_id(SPECIAL_TOKENS["cls"])
+
+  @property
+  def sep_id(self):
+    return self.special_id(SPECIAL_TOKENS["sep"])
+
+  @property
+  def mask_id(self):
+    return self.special_id(SPECIAL_TOKENS["mask"])
+
+  # -- tokenization -----------------------------------------------------------------------------
+
+  def _id_arrays(self, texts):
+    """Yields one int64 numpy array of ids (-1 = [UNK] not in vocab) per text."""
+    texts = list(texts)
+    for start in range(0, len(texts), _BATCH_LINES):
+      batch = _as_text_batch(texts[start:start + _BATCH_LINES])
+      yield from _ragged_to_lists(self._ids_fn(batch))
+
+  def tokenize_batch_ids(self, texts):
+    """Token ids of every text: list of str/bytes -> list[list[int]] (the fast path)."""
+    out = []
+    for ids in self._id_arrays(texts):
+      out.append(ids.tolist())
+    if not self._graph.unk_in_vocab and any(-1 in ids for ids in out):
+      self.unk_id  # raises UsageError naming the vocab file
+    return out
+
+  def tokenize_batch(self, texts):
+    """WordPiece tokens of every text: list of str/bytes -> list[list[str]]."""
+    return [self._id_to_token[ids].tolist() for ids in self._id_arrays(texts)]
+
+  def tokenize(self, text):
+    """WordPiece tokens of one text (str or UTF-8 bytes)."""
+    return self.tokenize_batch([text])[0]
+
+  def basic_tokenize_batch(self, texts):
+    """The original BasicTokenizer's words (before WordPiece) for every text."""
+    out = []
+    texts = list(texts)
+    for start in range(0, len(texts), _BATCH_LINES):
+      words = self._words_fn(_as_text_batch(texts[start:start + _BATCH_LINES]))
+      out.extend([w.decode("utf-8") for w in row] for row in words.to_list())
+    return out
+
+  def convert_tokens_to_ids(self, tokens):
+    return convert_by_vocab(self.vocab, tokens)
+
+  def convert_ids_to_tokens(self, ids):
+    return convert_by_vocab(self.inv_vocab, ids)
+
+
+# ---------------------------------------------------------------------------------------------
+# In-graph form.
+
+
+def _keras_layer_base():
+  import keras
+  return keras.layers.Layer
+
+
+class BertTokenizerLayer(_keras_layer_base()):
+  """Keras layer: tf.string [batch] -> tf.RaggedTensor int32 [batch, (tokens)] of vocab ids.
+
+  Same ids as `FullTokenizer` (the same TensorFlow graph, every normalisation rule included).
+  Works eagerly, inside `tf.data.Dataset.map` and inside a `tf.Module` saved with
+  `tf.saved_model.save` (the vocab and tables are baked into the graph; the vocab file is not
+  needed after saving). The vocab must contain [UNK].
+
+  Args:
+    vocab_file: the WordPiece vocab.
+    do_lower_case: lower-case and strip accents (uncased models).
+
+  Example:
+    >>> layer = BertTokenizerLayer("data/vocab/bert-base-uncased-vocab.txt")
+    >>> ds = tf.data.Dataset.from_tensor_slices(["a b", "c"]).batch(2).map(layer)
+  """
+
+  def __init__(self, vocab_file, do_lower_case=True, **kwargs):
+    kwargs.setdefault("trainable", False)
+    super().__init__(**kwargs)
+    self.vocab_file = vocab_file
+    self.do_lower_case = bool(do_lower_case)
+    vocab = load_vocab(vocab_file)
+    if UNK_TOKEN not in vocab:
+      raise UsageError(f"vocab file {vocab_file} has no {UNK_TOKEN} token")
+    warn_if_casing_mismatch(vocab, self.do_lower_case, vocab_file)
+    self.vocab_size = max(vocab.values()) + 1
+    self._graph = _TokenizerGraph(vocab, self.do_lower_case, vocab_file)
+
+  def call(self, texts):
+    texts = tf.convert_to_tensor(texts, tf.string)
+    if texts.shape.rank == 0:
+      raise ValueError("BertTokenizerLayer expects a batch of strings [batch], got a scalar")
+    return tf.cast(self._graph.piece_ids(texts), tf.int32)  # [batch, (tokens)]
+
+  def compute_output_spec(self, texts):
+    return tf.RaggedTensorSpec([texts.shape[0], None], tf.int32, ragged_rank=1)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(vocab_file=self.vocab_file, do_lower_case=self.do_lower_case)
+    return config
