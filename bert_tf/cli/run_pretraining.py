@@ -1,0 +1,104 @@
+"""run_pretraining.py: pretrain BERT (masked LM + next sentence) on TFRecords, resuming from checkpoints.
+
+The original's flags keep their names and defaults; the new ones are additions. Example:
+
+  python run_pretraining.py --bert_config_file=bert_config.json --input_file='data/*.tfrecord' \
+      --output_dir=/tmp/pretraining --do_train --do_eval --train_batch_size=32 \
+      --num_train_steps=10000 --num_warmup_steps=1000 --learning_rate=1e-4 \
+      --mixed_precision=bfloat16 --jit_compile
+"""
+
+from absl import flags, logging
+
+from bert_tf import errors
+from bert_tf.cli import common
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """The original run_pretraining.py flags (same defaults) plus this project's additions."""
+  if "bert_config_file" in FLAGS:
+    return
+  flags.DEFINE_string("bert_config_file", None, "bert_config.json of the model to train.")
+  flags.DEFINE_string("input_file", None, "TFRecord files (comma list and/or globs; .gz or manifest "
+                      "'compression' for GZIP files).")
+  flags.DEFINE_string("output_dir", None, "Checkpoints, bert_config.json, eval_results.txt, "
+                      "train_log.jsonl and TensorBoard summaries go here.")
+  flags.DEFINE_string("init_checkpoint", None, "Initial weights: an original TF1 BERT checkpoint or "
+                      "one of ours (ignored when output_dir already holds a checkpoint to resume).")
+  flags.DEFINE_integer("max_seq_length", 128, "Sequence length of the TFRecords.")
+  flags.DEFINE_integer("max_predictions_per_seq", 20, "Masked positions per sequence in the TFRecords.")
+  flags.DEFINE_bool("do_train", False, "Train.")
+  flags.DEFINE_bool("do_eval", False, "Evaluate (on --eval_input_file, else on --input_file).")
+  flags.DEFINE_integer("train_batch_size", 32, "Global batch (all replicas) of one forward pass; "
+                       "an optimizer step uses --gradient_accumulation_steps of them.")
+  flags.DEFINE_integer("eval_batch_size", 8, "Global evaluation batch.")
+  flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate.")
+  flags.DEFINE_integer("num_train_steps", 100000, "Optimizer steps of the whole run.")
+  flags.DEFINE_integer("num_warmup_steps", 10000, "Linear warmup steps.")
+  flags.DEFINE_integer("save_checkpoints_steps", 1000, "Checkpoint every N steps.")
+  flags.DEFINE_integer("max_eval_steps", 100, "Evaluate on at most N batches.")
+  # Accepted for old command lines.
+  flags.DEFINE_integer("iterations_per_loop", None, "Original's name of --steps_per_loop.")
+  flags.DEFINE_bool("use_tpu", False, "Original's TPU switch: same as --distribution_strategy=tpu.")
+  flags.DEFINE_string("tpu_name", None, "Original's name of --tpu.")
+  flags.DEFINE_string("tpu_zone", None, "Accepted for old command lines (the TPU name suffices).")
+  flags.DEFINE_string("gcp_project", None, "Accepted for old command lines (the TPU name suffices).")
+  flags.DEFINE_string("master", None, "Accepted for old command lines (unused).")
+  flags.DEFINE_integer("num_tpu_cores", 8, "Accepted for old command lines (the strategy finds them).")
+  # New.
+  flags.DEFINE_string("eval_input_file", None, "Held-out TFRecords for --do_eval.")
+  flags.DEFINE_enum("optimizer", "adamw", ["adamw", "lamb"], "adamw as the original, lamb for large batches.")
+  flags.DEFINE_float("weight_decay_rate", 0.01, "Decoupled weight decay (not on LayerNorm and biases).")
+  flags.DEFINE_integer("gradient_accumulation_steps", 1, "Micro-batches of --train_batch_size per "
+                       "optimizer step (effective batch = train_batch_size * this).")
+  flags.DEFINE_integer("random_seed", 12345, "Seed of the data order (files and shuffle buffer).")
+  flags.DEFINE_integer("shuffle_buffer_size", 10000, "Examples in the tf.data shuffle buffer.")
+  common.define_runtime_flags()
+
+
+def params_from_flags():
+  """`PretrainingParams` from the parsed flags (raises UsageError for bad values)."""
+  from bert_tf import training
+  from bert_tf.configs import BertConfig
+  if not FLAGS.bert_config_file:
+    raise errors.UsageError("--bert_config_file is required")
+  return training.PretrainingParams(
+      bert_config=BertConfig.from_json_file(FLAGS.bert_config_file),
+      output_dir=FLAGS.output_dir, input_file=FLAGS.input_file,
+      eval_input_file=FLAGS.eval_input_file, init_checkpoint=FLAGS.init_checkpoint,
+      max_seq_length=FLAGS.max_seq_length, max_predictions_per_seq=FLAGS.max_predictions_per_seq,
+      do_train=FLAGS.do_train, do_eval=FLAGS.do_eval, train_batch_size=FLAGS.train_batch_size,
+      eval_batch_size=FLAGS.eval_batch_size, learning_rate=FLAGS.learning_rate,
+      num_train_steps=FLAGS.num_train_steps, num_warmup_steps=FLAGS.num_warmup_steps,
+      save_checkpoints_steps=FLAGS.save_checkpoints_steps, max_eval_steps=FLAGS.max_eval_steps,
+      optimizer=FLAGS.optimizer, weight_decay_rate=FLAGS.weight_decay_rate,
+      gradient_accumulation_steps=FLAGS.gradient_accumulation_steps,
+      mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
+      steps_per_loop=FLAGS.iterations_per_loop or FLAGS.steps_per_loop, log_steps=FLAGS.log_steps,
+      keep_checkpoint_max=FLAGS.keep_checkpoint_max, seed=FLAGS.random_seed,
+      shuffle_buffer_size=FLAGS.shuffle_buffer_size)
+
+
+def main(argv):
+  from bert_tf import training
+  if len(argv) > 1:
+    raise errors.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.INFO)
+  common.validate_runtime_flags()
+  if FLAGS.use_tpu or FLAGS.tpu_name:
+    FLAGS.distribution_strategy, FLAGS.tpu = "tpu", FLAGS.tpu or FLAGS.tpu_name
+  params = params_from_flags()
+  training.precision_policy_from_flags(FLAGS)
+  strategy = training.strategy_from_flags(FLAGS)
+  training.run_pretraining(params, strategy)
+
+
+def run():
+  define_flags()
+  errors.run_main(main)
+
+
+if __name__ == "__main__":
+  run()
