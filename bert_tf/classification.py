@@ -11,13 +11,20 @@ Readable top to bottom:
   5. Result files: `eval_results.txt` and `test_results.tsv`, written atomically as the original.
 """
 
+import dataclasses
+import os
 import time
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from bert_tf.classifier_data import GenericProcessor, load_labels
+from bert_tf.configs import BertConfig
+from bert_tf.errors import UsageError
 from bert_tf.io_utils import atomic_output
+from bert_tf.training import write_scalar_summary
 
 # ----------------------------------------------------------------------------------------------
 # 1. Packing token ids into model inputs
@@ -123,11 +130,13 @@ class TextEncoder:
 
 
 def load_text_encoder(vocab_file, do_lower_case, max_seq_length):
-  """A `TextEncoder` with the in-graph WordPiece tokenizer of `vocab_file`."""
+  """A `TextEncoder` with the in-graph WordPiece tokenizer of `vocab_file` (+ `.vocab_size`)."""
   from bert_tf.tokenization import BertTokenizerLayer, FullTokenizer
   python_tokenizer = FullTokenizer(vocab_file, do_lower_case=do_lower_case)
   layer = BertTokenizerLayer(vocab_file, do_lower_case=do_lower_case)
-  return TextEncoder(layer, max_seq_length, python_tokenizer.cls_id, python_tokenizer.sep_id)
+  encoder = TextEncoder(layer, max_seq_length, python_tokenizer.cls_id, python_tokenizer.sep_id)
+  encoder.vocab_size = python_tokenizer.vocab_size
+  return encoder
 
 
 # ----------------------------------------------------------------------------------------------
@@ -225,6 +234,13 @@ def outputs_from_logits(logits, is_regression):
   return logits if is_regression else tf.nn.softmax(logits, axis=-1)
 
 
+def _scale_gradient(grad, factor):
+  """grad * factor, for dense gradients and IndexedSlices (embedding lookups) alike."""
+  if isinstance(grad, tf.IndexedSlices):
+    return tf.IndexedSlices(grad.values * factor, grad.indices, grad.dense_shape)
+  return grad * factor
+
+
 class FineTuner:
   """The classifier's training step and loop under a `tf.distribute` strategy.
 
@@ -272,7 +288,9 @@ class FineTuner:
         grads, _ = tf.clip_by_global_norm(grads, self.clip_norm)
       # keras sums the gradients over replicas again inside apply(): hand it each replica's share.
       replicas = self.strategy.num_replicas_in_sync
-      self.optimizer.apply([g / replicas for g in grads], variables)
+      if replicas > 1:
+        grads = [_scale_gradient(g, 1.0 / replicas) for g in grads]
+      self.optimizer.apply(grads, variables)
     return loss
 
   def make_train_function(self):
@@ -328,9 +346,9 @@ class FineTuner:
                      loss, lr, rate)
         if writer is not None:
           with writer.as_default(step=step):
-            tf.summary.scalar("loss", loss)
-            tf.summary.scalar("learning_rate", lr)
-            tf.summary.scalar("examples_per_second", rate)
+            write_scalar_summary("loss", loss)
+            write_scalar_summary("learning_rate", lr)
+            write_scalar_summary("examples_per_second", rate)
         last_log, last_time = step, time.time()
       if checkpoint_manager is not None and (step - last_save >= save_checkpoints_steps
                                              or step >= num_train_steps):
@@ -447,7 +465,7 @@ def write_summaries(summary_dir, results, step):
   with writer.as_default(step=step):
     for key, value in results.items():
       if isinstance(value, (int, float, np.floating, np.integer)):
-        tf.summary.scalar(key, float(value))
+        write_scalar_summary(key, float(value))
   writer.flush()
 
 
@@ -456,4 +474,264 @@ def checkpoint_prefix_in(directory):
   if not directory or not tf.io.gfile.exists(directory):
     return None
   return tf.train.latest_checkpoint(directory)
+
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. The whole run: train, evaluate, predict, export
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RunOptions:
+  """What `run_classifier.py` does; the fields are its flags (see bert_tf/cli/run_classifier.py)."""
+  task_name: str
+  data_dir: str
+  vocab_file: str
+  output_dir: str
+  bert_config_file: Optional[str] = None
+  init_checkpoint: Optional[str] = None
+  do_lower_case: bool = True
+  max_seq_length: int = 128
+  do_train: bool = False
+  do_eval: bool = False
+  do_predict: bool = False
+  train_batch_size: int = 32
+  eval_batch_size: int = 8
+  predict_batch_size: int = 8
+  learning_rate: float = 5e-5
+  num_train_epochs: float = 3.0
+  warmup_proportion: float = 0.1
+  save_checkpoints_steps: int = 1000
+  export_dir: Optional[str] = None
+  distribution_strategy: str = "auto"
+  tpu: Optional[str] = None
+  mixed_precision: str = "float32"
+  jit_compile: bool = False
+  steps_per_loop: int = 1
+  log_steps: int = 100
+  keep_checkpoint_max: int = 5
+  xnli_language: str = "zh"
+  text_a_column: str = "sentence"
+  text_b_column: Optional[str] = None
+  label_column: str = "label"
+  seed: int = 12345
+
+
+def _check_options(opts):
+  if not (opts.do_train or opts.do_eval or opts.do_predict or opts.export_dir):
+    raise UsageError("at least one of --do_train, --do_eval, --do_predict or --export_dir is needed")
+  for name in ("task_name", "data_dir", "vocab_file", "output_dir"):
+    if not getattr(opts, name):
+      raise UsageError(f"--{name} is required")
+  if not os.path.isdir(opts.data_dir) and "://" not in opts.data_dir:
+    raise UsageError(f"--data_dir={opts.data_dir}: not a directory")
+  if not tf.io.gfile.exists(opts.vocab_file):
+    raise UsageError(f"--vocab_file={opts.vocab_file}: file not found")
+  for name in ("train_batch_size", "eval_batch_size", "predict_batch_size", "max_seq_length",
+               "save_checkpoints_steps"):
+    if getattr(opts, name) < 1:
+      raise UsageError(f"--{name} must be >= 1, got {getattr(opts, name)}")
+  if opts.max_seq_length < 3:
+    raise UsageError(f"--max_seq_length must be at least 3 ([CLS] a [SEP]), got {opts.max_seq_length}")
+  if opts.do_train and opts.num_train_epochs <= 0:
+    raise UsageError(f"--num_train_epochs must be positive, got {opts.num_train_epochs}")
+  if not 0.0 <= opts.warmup_proportion < 1.0:
+    raise UsageError(f"--warmup_proportion must be in [0, 1), got {opts.warmup_proportion}")
+
+
+def _bert_config(opts):
+  """--bert_config_file, or the bert_config.json that run_pretraining left beside the checkpoint."""
+  path = opts.bert_config_file
+  if not path and opts.init_checkpoint:
+    folder = (opts.init_checkpoint if tf.io.gfile.isdir(opts.init_checkpoint)
+              else os.path.dirname(opts.init_checkpoint))
+    candidate = os.path.join(folder, "bert_config.json")
+    if tf.io.gfile.exists(candidate):
+      path = candidate
+  if not path:
+    raise UsageError("--bert_config_file is required (no bert_config.json beside --init_checkpoint)")
+  config = BertConfig.from_json_file(path)
+  if opts.max_seq_length > config.max_position_embeddings:
+    raise UsageError(f"--max_seq_length={opts.max_seq_length} is longer than max_position_embeddings "
+                     f"({config.max_position_embeddings}) of {path}")
+  return config
+
+
+def _resolve_labels(opts, processor, labels_path):
+  """Fixes the processor's labels: discovered (generic, training) or read from labels.json."""
+  saved = load_labels(labels_path) if tf.io.gfile.exists(labels_path) else None
+  if isinstance(processor, GenericProcessor):
+    if opts.do_train:
+      processor.discover_labels(opts.data_dir)
+    elif saved is not None:
+      processor.labels = tuple(saved["labels"])
+    else:
+      raise UsageError(f"--task_name=generic: no {labels_path} (the labels are saved by --do_train)")
+  if saved is not None and not opts.do_train and saved.get("labels") != processor.get_labels():
+    raise UsageError(f"{labels_path}: labels {saved.get('labels')} differ from the task's "
+                     f"{processor.get_labels()}")
+
+
+def _build(opts, config, num_labels, strategy, num_train_steps):
+  """Model, optimizer and checkpoint, created in the strategy's scope."""
+  import keras
+
+  from bert_tf.modeling import BertClassifier
+  from bert_tf.optimization import create_optimizer
+  with strategy.scope():
+    model = BertClassifier(config, num_labels)
+    dummy = {k: tf.zeros([1, opts.max_seq_length], tf.int32)
+             for k in ("input_ids", "input_mask", "segment_ids")}
+    model(dummy, training=False)
+    optimizer = create_optimizer(opts.learning_rate, max(num_train_steps, 1),
+                                 int(num_train_steps * opts.warmup_proportion))
+    if opts.mixed_precision == "float16":
+      optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer.build(model.trainable_variables)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+  return model, optimizer, checkpoint
+
+
+def _restore_or_initialize(opts, checkpoint, manager, model):
+  """Resumes from --output_dir's latest checkpoint, else loads the encoder from --init_checkpoint.
+
+  Returns:
+    "resumed", "initialized" or "random".
+  """
+  if manager.latest_checkpoint:
+    logging.info("Resuming from %s", manager.latest_checkpoint)
+    try:
+      checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+      raise UsageError(f"--output_dir={opts.output_dir}: its checkpoint "
+                       f"{manager.latest_checkpoint} does not fit this model/task "
+                       f"({str(e).splitlines()[0]}); use a new --output_dir") from None
+    return "resumed"
+  if opts.init_checkpoint:
+    from bert_tf.checkpoints import init_from_checkpoint
+    logging.info("Initializing the encoder from %s", opts.init_checkpoint)
+    init_from_checkpoint(model, opts.init_checkpoint)
+    return "initialized"
+  logging.warning("No --init_checkpoint: the encoder starts from random weights")
+  return "random"
+
+
+def _prefixed(results, suffix):
+  """eval_<key> (main dev set) or eval_<suffix>_<key> (extra dev sets such as MNLI mismatched)."""
+  head = f"eval_{suffix}_" if suffix else "eval_"
+  return {head + key: value for key, value in results.items()}
+
+
+def run_classifier(opts):
+  """Trains, evaluates, predicts and exports as the options say; returns the eval results dict.
+
+  Args:
+    opts: `RunOptions`.
+
+  Returns:
+    dict of what eval_results.txt holds (empty when --do_eval is off).
+  """
+  from bert_tf import classifier_data
+  from bert_tf.tokenization import validate_case_matches_checkpoint
+  from bert_tf.training import create_strategy, set_precision_policy
+  _check_options(opts)
+  config = _bert_config(opts)
+  processor = classifier_data.get_processor(
+      opts.task_name, xnli_language=opts.xnli_language, text_a_column=opts.text_a_column,
+      text_b_column=opts.text_b_column, label_column=opts.label_column)
+  validate_case_matches_checkpoint(opts.do_lower_case, opts.init_checkpoint)
+  tf.io.gfile.makedirs(opts.output_dir)
+  labels_path = os.path.join(opts.output_dir, classifier_data.LABELS_FILENAME)
+  _resolve_labels(opts, processor, labels_path)
+  num_labels = 1 if processor.is_regression else len(processor.get_labels())
+
+  set_precision_policy(opts.mixed_precision)
+  strategy = create_strategy(opts.distribution_strategy, opts.tpu)
+  encoder = load_text_encoder(opts.vocab_file, opts.do_lower_case, opts.max_seq_length)
+  if encoder.vocab_size > config.vocab_size:
+    raise UsageError(f"--vocab_file={opts.vocab_file} has {encoder.vocab_size} ids but the model's "
+                     f"vocab_size is {config.vocab_size}")
+
+  train_examples, num_train_steps = None, 0
+  if opts.do_train:
+    train_examples = processor.examples(opts.data_dir, "train")
+    num_train_steps = int(len(train_examples) / opts.train_batch_size * opts.num_train_epochs)
+    if num_train_steps < 1:
+      raise UsageError(f"{len(train_examples)} training examples make no whole batch of "
+                       f"--train_batch_size={opts.train_batch_size}")
+    classifier_data.save_labels(labels_path, processor)
+  model, optimizer, checkpoint = _build(opts, config, num_labels, strategy, num_train_steps)
+  manager = tf.train.CheckpointManager(checkpoint, opts.output_dir,
+                                       max_to_keep=opts.keep_checkpoint_max, checkpoint_name="ckpt")
+  origin = _restore_or_initialize(opts, checkpoint, manager, model)
+  if origin != "resumed" and not opts.do_train and (opts.do_eval or opts.do_predict):
+    logging.warning("No fine-tuned checkpoint in --output_dir=%s: the classifier layer is "
+                    "untrained", opts.output_dir)
+
+  if opts.do_train:
+    labels = classifier_data.label_ids(processor, train_examples)
+    logging.info("Training: %d examples, batch %d, %d steps (%d warmup)", len(train_examples),
+                 opts.train_batch_size, num_train_steps,
+                 int(num_train_steps * opts.warmup_proportion))
+    tuner = FineTuner(model, optimizer, strategy, processor.is_regression, opts.train_batch_size,
+                      jit_compile=opts.jit_compile)
+    tuner.train(
+        lambda skip: training_dataset(train_examples, labels, encoder, processor.has_text_b,
+                                      opts.train_batch_size, seed=opts.seed, skip_batches=skip),
+        num_train_steps, manager, opts.save_checkpoints_steps, steps_per_loop=opts.steps_per_loop,
+        log_steps=opts.log_steps, summary_dir=os.path.join(opts.output_dir, "train"))
+  global_step = int(optimizer.iterations.numpy())
+
+  results = {}
+  if opts.do_eval:
+    for suffix in _available(processor, opts.data_dir, "dev"):
+      examples = processor.examples(opts.data_dir, "dev", suffix)
+      labels = classifier_data.label_ids(processor, examples)
+      if labels is None:
+        raise UsageError(f"--data_dir={opts.data_dir}: the dev set has no labels to evaluate")
+      dataset = inference_dataset(examples, encoder, processor.has_text_b, opts.eval_batch_size)
+      metrics, _ = evaluate(model, dataset, labels, strategy, processor.metric,
+                            processor.is_regression, opts.jit_compile)
+      results.update(_prefixed(metrics, suffix))
+      if train_examples is not None and not processor.is_regression:
+        logging.info("majority-class accuracy on dev%s: %.4f", suffix and f" {suffix}",
+                     classifier_data.majority_baseline(processor, train_examples, examples))
+    results["global_step"] = global_step
+    results["loss"] = results["eval_loss"]
+    write_eval_results(os.path.join(opts.output_dir, "eval_results.txt"), results)
+    write_summaries(os.path.join(opts.output_dir, "eval"), results, global_step)
+    for key in sorted(results):
+      logging.info("  %s = %s", key, results[key])
+
+  if opts.do_predict:
+    for suffix in _available(processor, opts.data_dir, "test"):
+      examples = processor.examples(opts.data_dir, "test", suffix)
+      dataset = inference_dataset(examples, encoder, processor.has_text_b, opts.predict_batch_size)
+      outputs, _ = predict_outputs(model, dataset, strategy, processor.is_regression,
+                                   opts.jit_compile)
+      name = f"test_results_{suffix}.tsv" if suffix else "test_results.tsv"
+      write_test_results(os.path.join(opts.output_dir, name), outputs)
+      logging.info("Wrote %d predictions to %s", len(outputs), name)
+
+  if opts.export_dir:
+    from bert_tf.export import export_classifier
+    export_classifier(opts.export_dir, model, encoder, processor.get_labels(),
+                      processor.is_regression, processor.has_text_b,
+                      metadata={"task_name": processor.name, "do_lower_case": opts.do_lower_case,
+                                "global_step": global_step})
+    logging.info("Exported the SavedModel to %s", opts.export_dir)
+  return results
+
+
+def _available(processor, data_dir, split):
+  """The suffixes of `split` to read: the main file always, extra files only when present."""
+  suffixes = [""]
+  for suffix in processor.optional_suffixes(split):
+    path = os.path.join(data_dir, processor.split_files(split)[suffix].filename)
+    if tf.io.gfile.exists(path):
+      suffixes.append(suffix)
+    else:
+      logging.info("%s not found; skipping the %s %s set", path, suffix, split)
+  return suffixes
 
