@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[test,bench,demo]'
+	$(VPY) -m pip install -q -e '.[test,bench,demo,beam]'
 	touch $(STAMP)
 
 install: $(STAMP)
