@@ -31,6 +31,7 @@ dropped (the original's `decode("utf-8", "ignore")` drops them too).
 """
 
 import collections
+import gc
 import re
 
 import numpy as np
@@ -217,6 +218,11 @@ class _TokenizerGraph(tf.Module):
     self._blocks = tf.constant(table.blocks)  # [num_blocks << BLOCK_BITS]
     self._entry_splits = tf.constant(table.entry_splits)  # [num_entries + 1]
     self._entry_values = tf.constant(table.entry_values)  # [total replacement code points]
+    lengths = np.diff(table.entry_splits)
+    lengths[0] = 1  # entry 0: the code point itself
+    firsts = table.entry_values[np.minimum(table.entry_splits[:-1], table.entry_values.size - 1)]
+    self._entry_lengths = tf.constant(lengths.astype(np.int32))  # [num_entries]
+    self._entry_first = tf.constant(firsts.astype(np.int32))  # [num_entries]
 
     # WordPiece vocab: distinct, non-empty tokens; their ids are the vocab's (last line wins).
     pieces = [t for t in vocab if t]
@@ -271,84 +277,80 @@ class _TokenizerGraph(tf.Module):
     return cps, self._lookup(cps)
 
   def _normalize(self, texts):
-    """Texts -> normalised code points with 32 at word boundaries.
+    """Texts -> normalised code points per line, with a space (32) at every word boundary.
+
+    Every code point is replaced by its table entry (usually one code point, sometimes none or
+    several) and surrounded by spaces when it is isolated (CJK ideograph, punctuation).
 
     Args:
       texts: tf.string [batch].
     Returns:
-      (values int32 [m], line int64 [m]): the normalised stream of all lines and the line of each.
+      RaggedTensor int32 [batch, (normalised code points)].
     """
     chars = tf.strings.unicode_decode(texts, "UTF-8", errors="replace",
                                       replacement_char=0xFFFD)  # [batch, (chars)]
     cps = chars.flat_values  # [n]
-    line_of = chars.value_rowids()  # [n]
     info = self._lookup(cps)  # [n]
     if self.do_lower_case:
       has_sigma = tf.reduce_any(tf.equal(cps, ut.CAPITAL_SIGMA))
-      cps, info = tf.cond(has_sigma, lambda: self._final_sigmas(cps, info, line_of),
+      cps, info = tf.cond(has_sigma,
+                          lambda: self._final_sigmas(cps, info, chars.value_rowids()),
                           lambda: (cps, info))
 
     entry = tf.bitwise.right_shift(info, ut.FLAG_BITS)  # [n]
     isolate = tf.cast(tf.bitwise.bitwise_and(info, ut.FLAG_ISOLATE) != 0, tf.int32)  # [n]
-    starts = tf.gather(self._entry_splits, entry)
-    base_len = tf.where(entry == 0, 1, tf.gather(self._entry_splits, entry + 1) - starts)
-    out_len = base_len + 2 * isolate  # [n]: the replacement, with a boundary on each side if isolated
+    length = tf.gather(self._entry_lengths, entry)  # [n] length of the replacement
+    out_len = length + 2 * isolate  # [n] with a space before and after an isolated one
+    out_end = tf.cumsum(out_len)  # [n]
+    begin = out_end - out_len + isolate  # [n] where the replacement starts in the output
+    total = tf.reduce_sum(out_len)
 
-    src = tf.repeat(tf.range(tf.size(cps)), out_len)  # [m] source position of each output
-    first = tf.cumsum(out_len, exclusive=True)  # [n]
-    k = tf.range(tf.size(src)) - tf.gather(first, src)  # [m] index inside the replacement
-    iso_s = tf.gather(isolate, src)
-    inner = k - iso_s
-    entry_s = tf.gather(entry, src)
-    mapped = tf.gather(self._entry_values, tf.clip_by_value(
-        tf.gather(starts, src) + inner, 0, tf.size(self._entry_values) - 1))
-    values = tf.where(entry_s == 0, tf.gather(cps, src), mapped)
-    edge = (iso_s == 1) & ((k == 0) | (k == tf.gather(out_len, src) - 1))
-    values = tf.where(edge, ut.SPACE, values)  # [m]
-    return values, tf.gather(line_of, src)
+    # Replacements of length 1 (nearly all): one scatter; others go to a spare slot at `total`.
+    first = tf.where(entry == 0, cps, tf.gather(self._entry_first, entry))
+    target = tf.where(length == 1, begin, total)
+    out = tf.tensor_scatter_nd_update(
+        tf.fill([total + 1], tf.constant(ut.SPACE, tf.int32)), target[:, None], first)
 
-  def words(self, texts):
-    """Basic tokenization: texts -> words.
+    def scatter_long_replacements(out):
+      where = tf.where(length > 1)[:, 0]  # [r] (rare: e.g. Hangul syllables when lower-casing)
+      lens = tf.gather(length, where)
+      k = tf.range(tf.reduce_sum(lens)) - tf.repeat(tf.cumsum(lens, exclusive=True), lens)
+      dest = tf.repeat(tf.gather(begin, where), lens) + k
+      src = tf.repeat(tf.gather(self._entry_splits, tf.gather(entry, where)), lens) + k
+      return tf.tensor_scatter_nd_update(out, dest[:, None], tf.gather(self._entry_values, src))
+
+    out = tf.cond(tf.reduce_any(length > 1), lambda: scatter_long_replacements(out),
+                  lambda: out)
+    out_splits = tf.gather(tf.concat([[0], out_end], 0), chars.row_splits)  # [batch + 1]
+    return tf.RaggedTensor.from_row_splits(out[:total], tf.cast(out_splits, tf.int64))
+
+  def word_strings(self, texts):
+    """Basic tokenization (the original's BasicTokenizer): texts -> words.
 
     Args:
       texts: tf.string [batch].
     Returns:
-      chars: RaggedTensor int32 [words, (chars)] code points of each word (all lines);
-      words_per_line: int64 [batch].
+      RaggedTensor tf.string [batch, (words)].
     """
-    values, line = self._normalize(texts)
-    is_space = tf.equal(values, ut.SPACE)
-    after_break = tf.concat([[True], is_space[:-1] | (line[1:] != line[:-1])], 0)
-    begins = ~is_space & after_break  # [m] first character of a word
-    word_of = tf.cumsum(tf.cast(begins, tf.int64)) - 1  # [m]
-    keep = ~is_space
-    num_words = tf.reduce_sum(tf.cast(begins, tf.int64))
-    chars = tf.RaggedTensor.from_value_rowids(
-        tf.boolean_mask(values, keep), tf.boolean_mask(word_of, keep), nrows=num_words)
-    words_per_line = tf.math.unsorted_segment_sum(
-        tf.cast(begins, tf.int64), line, tf.shape(texts, out_type=tf.int64)[0])
-    return chars, words_per_line
-
-  def word_strings(self, texts):
-    """Texts -> RaggedTensor tf.string [batch, (words)], the original's BasicTokenizer output."""
-    chars, words_per_line = self.words(texts)
-    words = tf.strings.unicode_encode(chars, "UTF-8")
-    return tf.RaggedTensor.from_row_lengths(words, words_per_line)
+    per_line = self._normalize(texts)  # [batch, (normalised code points)]
+    joined = tf.strings.unicode_encode(per_line, "UTF-8")  # [batch], words separated by spaces
+    pieces = tf.strings.split(joined, sep=" ")  # [batch, (pieces)], empty between two spaces
+    return tf.ragged.boolean_mask(pieces, tf.strings.length(pieces) > 0)
 
   def piece_ids(self, texts):
     """Texts -> RaggedTensor int64 [batch, (pieces)] vocab ids (-1 = [UNK] missing in vocab)."""
-    chars, words_per_line = self.words(texts)
-    too_long = chars.row_lengths() > MAX_INPUT_CHARS_PER_WORD  # [words]
-    words = tf.strings.unicode_encode(chars, "UTF-8")  # [words]
-    words = tf.where(too_long, _OVERLONG_WORD, words)  # one piece each, overridden below
-    pieces = self._wordpiece.tokenize(words)  # [words, (pieces)] indices into the piece list
+    words = self.word_strings(texts)  # [batch, (words)]
+    flat = words.flat_values  # [words]
+    too_long = tf.strings.length(flat, unit="UTF8_CHAR") > MAX_INPUT_CHARS_PER_WORD
+    flat = tf.where(too_long, _OVERLONG_WORD, flat)  # one piece each, overridden below
+    pieces = self._wordpiece.tokenize(flat)  # [words, (pieces)] indices into the piece list
     ids = pieces.flat_values
     if not self._identity_ids:
       ids = tf.gather(self._piece_ids, ids)
     long_piece = tf.repeat(too_long, pieces.row_lengths())
     ids = tf.where(long_piece, tf.constant(self.unk_id, tf.int64), ids)
     per_word = pieces.with_flat_values(ids)
-    return tf.RaggedTensor.from_row_lengths(per_word, words_per_line).merge_dims(1, 2)
+    return words.with_flat_values(per_word).merge_dims(1, 2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,11 +373,19 @@ def _as_text_batch(texts):
   return tf.constant(out, tf.string, shape=[len(out)])
 
 
-def _ragged_to_lists(rt):
-  """RaggedTensor [batch, (n)] -> list of numpy arrays (no per-element Python work)."""
-  values = rt.flat_values.numpy()
-  splits = rt.row_splits.numpy()
-  return np.split(values, splits[1:-1])
+def _split_rows(values, splits):
+  """A flat Python list and row splits -> list of rows (slicing only, no per-element work).
+
+  The cyclic garbage collector is paused meanwhile: it would otherwise rescan the heap many times
+  while thousands of small lists are created, which costs more than the slicing.
+  """
+  enabled = gc.isenabled()
+  gc.disable()
+  try:
+    return [values[a:b] for a, b in zip(splits[:-1], splits[1:])]
+  finally:
+    if enabled:
+      gc.enable()
 
 
 class FullTokenizer:
@@ -445,25 +455,28 @@ class FullTokenizer:
 
   # -- tokenization -----------------------------------------------------------------------------
 
-  def _id_arrays(self, texts):
-    """Yields one int64 numpy array of ids (-1 = [UNK] not in vocab) per text."""
+  def _batches(self, texts, fn):
+    """Runs `fn` on slices of `texts`; yields (flat values numpy, row splits list) per slice."""
     texts = list(texts)
     for start in range(0, len(texts), _BATCH_LINES):
-      batch = _as_text_batch(texts[start:start + _BATCH_LINES])
-      yield from _ragged_to_lists(self._ids_fn(batch))
+      rt = fn(_as_text_batch(texts[start:start + _BATCH_LINES]))
+      yield rt.flat_values.numpy(), rt.row_splits.numpy().tolist()
 
   def tokenize_batch_ids(self, texts):
     """Token ids of every text: list of str/bytes -> list[list[int]] (the fast path)."""
     out = []
-    for ids in self._id_arrays(texts):
-      out.append(ids.tolist())
-    if not self._graph.unk_in_vocab and any(-1 in ids for ids in out):
-      self.unk_id  # raises UsageError naming the vocab file
+    for values, splits in self._batches(texts, self._ids_fn):
+      if not self._graph.unk_in_vocab and (values < 0).any():
+        self.special_id(UNK_TOKEN)  # raises UsageError naming the vocab file
+      out.extend(_split_rows(values.tolist(), splits))
     return out
 
   def tokenize_batch(self, texts):
     """WordPiece tokens of every text: list of str/bytes -> list[list[str]]."""
-    return [self._id_to_token[ids].tolist() for ids in self._id_arrays(texts)]
+    out = []
+    for values, splits in self._batches(texts, self._ids_fn):
+      out.extend(_split_rows(self._id_to_token[values].tolist(), splits))
+    return out
 
   def tokenize(self, text):
     """WordPiece tokens of one text (str or UTF-8 bytes)."""
@@ -472,10 +485,9 @@ class FullTokenizer:
   def basic_tokenize_batch(self, texts):
     """The original BasicTokenizer's words (before WordPiece) for every text."""
     out = []
-    texts = list(texts)
-    for start in range(0, len(texts), _BATCH_LINES):
-      words = self._words_fn(_as_text_batch(texts[start:start + _BATCH_LINES]))
-      out.extend([w.decode("utf-8") for w in row] for row in words.to_list())
+    for values, splits in self._batches(texts, self._words_fn):
+      words = [w.decode("utf-8") for w in values.tolist()]
+      out.extend(_split_rows(words, splits))
     return out
 
   def convert_tokens_to_ids(self, tokens):
