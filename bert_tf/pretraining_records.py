@@ -24,32 +24,49 @@ from bert_tf import features
 _FEATURE_ORDER = features.PRETRAINING_FEATURE_NAMES
 
 
-def _crc32c_table():
-  table = np.zeros(256, dtype=np.uint32)
+def _crc32c_tables():
+  """Lookup tables for CRC-32C (Castagnoli), eight of them for slicing-by-8."""
+  tables = np.zeros((8, 256), dtype=np.uint32)
   for n in range(256):
     c = n
     for _ in range(8):
       c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-    table[n] = c
-  return table
+    tables[0, n] = c
+  for n in range(256):
+    c = int(tables[0, n])
+    for t in range(1, 8):
+      c = int(tables[0, c & 0xFF]) ^ (c >> 8)
+      tables[t, n] = c
+  return tables
 
 
-_CRC_TABLE = _crc32c_table()
+_CRC_TABLE = _crc32c_tables()
 _KEYS = [np.frombuffer(name.encode(), dtype=np.uint8) for name in _FEATURE_ORDER]
 
 
 @numba.njit(cache=True)
-def _crc32c(table, buffer, begin, end):
+def _crc32c(tables, buffer, begin, end):
   crc = np.uint32(0xFFFFFFFF)
-  for i in range(begin, end):
-    crc = table[(crc ^ np.uint32(buffer[i])) & np.uint32(0xFF)] ^ (crc >> np.uint32(8))
+  i = begin
+  while i + 8 <= end:  # slicing-by-8: eight bytes per step
+    low = crc ^ (np.uint32(buffer[i]) | (np.uint32(buffer[i + 1]) << np.uint32(8)) |
+                 (np.uint32(buffer[i + 2]) << np.uint32(16)) | (np.uint32(buffer[i + 3]) << np.uint32(24)))
+    crc = (tables[7, low & np.uint32(0xFF)] ^ tables[6, (low >> np.uint32(8)) & np.uint32(0xFF)] ^
+           tables[5, (low >> np.uint32(16)) & np.uint32(0xFF)] ^ tables[4, low >> np.uint32(24)] ^
+           tables[3, buffer[i + 4]] ^ tables[2, buffer[i + 5]] ^ tables[1, buffer[i + 6]] ^
+           tables[0, buffer[i + 7]])
+    i += 8
+  while i < end:
+    crc = tables[0, (crc ^ np.uint32(buffer[i])) & np.uint32(0xFF)] ^ (crc >> np.uint32(8))
+    i += 1
   return crc ^ np.uint32(0xFFFFFFFF)
 
 
 @numba.njit(cache=True)
 def _masked_crc(table, buffer, begin, end):
-  crc = _crc32c(table, buffer, begin, end)
-  return ((crc >> np.uint32(15)) | (crc << np.uint32(17))) + np.uint32(0xA282EAD8)
+  crc = np.uint64(_crc32c(table, buffer, begin, end))
+  rotated = ((crc >> np.uint64(15)) | (crc << np.uint64(17))) & np.uint64(0xFFFFFFFF)
+  return np.uint32((rotated + np.uint64(0xA282EAD8)) & np.uint64(0xFFFFFFFF))
 
 
 def masked_crc32c(data):

@@ -53,13 +53,22 @@ def state_to_python(state):
 
 
 @numba.njit(cache=True)
+def _mix(state, i, j, k):
+  y = (state[i] & _UPPER_MASK) | (state[j] & _LOWER_MASK)
+  value = state[k] ^ (y >> np.uint32(1))
+  if y & np.uint32(1):
+    value ^= _MATRIX_A
+  state[i] = value
+
+
+@numba.njit(cache=True)
 def _twist(state):
-  for i in range(_N):
-    y = (state[i] & _UPPER_MASK) | (state[(i + 1) % _N] & _LOWER_MASK)
-    value = state[(i + _M) % _N] ^ (y >> np.uint32(1))
-    if y & np.uint32(1):
-      value ^= _MATRIX_A
-    state[i] = value
+  """Regenerates the 624 words (the reference algorithm, split to avoid index wrap-around)."""
+  for i in range(_N - _M):
+    _mix(state, i, i + 1, i + _M)
+  for i in range(_N - _M, _N - 1):
+    _mix(state, i, i + 1, i + _M - _N)
+  _mix(state, _N - 1, 0, _M - 1)
   state[_N] = 0
 
 
@@ -89,7 +98,17 @@ def getrandbits(state, k):
 
 @numba.njit(cache=True)
 def _bit_length(n):
+  """`int.bit_length` for 0 <= n < 2**63."""
   k = 0
+  if n >= 1 << 32:
+    n >>= 32
+    k += 32
+  if n >= 1 << 16:
+    n >>= 16
+    k += 16
+  if n >= 1 << 8:
+    n >>= 8
+    k += 8
   while n > 0:
     n >>= 1
     k += 1

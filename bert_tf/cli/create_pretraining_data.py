@@ -1,0 +1,79 @@
+"""Command line: create masked-LM / next-sentence pretraining TFRecords from text.
+
+Flags, defaults and output are those of google-research/bert's create_pretraining_data.py; a
+corpus smaller than --shard_size_mb gives the very same records. New flags: --shard_size_mb,
+--num_workers, --gzip, --resume.
+
+  python create_pretraining_data.py --input_file=corpus/*.txt --output_file=out.tfrecord \
+      --vocab_file=vocab.txt --max_seq_length=128 --dupe_factor=5
+"""
+
+from absl import flags
+from absl import logging
+
+from bert_tf import errors
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Defines the command's flags (idempotent)."""
+  if "max_predictions_per_seq" in FLAGS and "shard_size_mb" in FLAGS:
+    return
+  flags.DEFINE_string("input_file", None,
+                      "Input raw text file (or comma-separated list of files; globs and .gz allowed). "
+                      "One sentence per line, a blank line between documents.")
+  flags.DEFINE_string("output_file", None,
+                      "Output TF example file (or comma-separated list of files; records go "
+                      "round-robin across them).")
+  flags.DEFINE_string("vocab_file", None, "The vocabulary file that the BERT model was trained on.")
+  flags.DEFINE_bool("do_lower_case", True,
+                    "Whether to lower case the input text. Should be True for uncased models and "
+                    "False for cased models.")
+  flags.DEFINE_bool("do_whole_word_mask", False,
+                    "Whether to use whole word masking rather than per-WordPiece masking.")
+  flags.DEFINE_integer("max_seq_length", 128, "Maximum sequence length.")
+  flags.DEFINE_integer("max_predictions_per_seq", 20,
+                       "Maximum number of masked LM predictions per sequence.")
+  flags.DEFINE_integer("random_seed", 12345, "Random seed for data generation.")
+  flags.DEFINE_integer("dupe_factor", 10,
+                       "Number of times to duplicate the input data (with different masks).")
+  flags.DEFINE_float("masked_lm_prob", 0.15, "Masked LM probability.")
+  flags.DEFINE_float("short_seq_prob", 0.1,
+                     "Probability of creating sequences which are shorter than the maximum length.")
+  flags.DEFINE_float("shard_size_mb", 256.0,
+                     "Most MB of text in one shard. Shards are cut at document boundaries and are "
+                     "independent pools (own seed; shard 0 uses --random_seed), so an input below "
+                     "this size reproduces the original script exactly.")
+  flags.DEFINE_integer("num_workers", None,
+                       "Worker processes for shards (default: all cores). The output does not "
+                       "depend on it.")
+  flags.DEFINE_bool("gzip", False, "Write GZIP-compressed TFRecords.")
+  flags.DEFINE_bool("resume", False,
+                    "Skip the run when every output file exists with a manifest matching these "
+                    "flags and inputs.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise errors.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.INFO)
+  from bert_tf import pretraining_job
+  pretraining_job.create_pretraining_data(
+      input_file=FLAGS.input_file, output_file=FLAGS.output_file, vocab_file=FLAGS.vocab_file,
+      do_lower_case=FLAGS.do_lower_case, do_whole_word_mask=FLAGS.do_whole_word_mask,
+      max_seq_length=FLAGS.max_seq_length, max_predictions_per_seq=FLAGS.max_predictions_per_seq,
+      random_seed=FLAGS.random_seed, dupe_factor=FLAGS.dupe_factor,
+      masked_lm_prob=FLAGS.masked_lm_prob, short_seq_prob=FLAGS.short_seq_prob,
+      shard_size_mb=FLAGS.shard_size_mb, num_workers=FLAGS.num_workers, gzip=FLAGS.gzip,
+      resume=FLAGS.resume)
+
+
+def run():
+  """Console entry point."""
+  define_flags()
+  errors.run_main(main)
+
+
+if __name__ == "__main__":
+  run()

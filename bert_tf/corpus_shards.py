@@ -1,0 +1,174 @@
+"""Cutting a stream of text files into shards of whole documents, with bounded memory.
+
+The input files form one stream of lines, as in the original script (a document may even continue
+from one file into the next when no blank line separates them). The stream is cut only at blank
+lines (document boundaries) into shards of at most `shard_bytes` bytes; a single document larger
+than that becomes a shard of its own. Lines are split on "\\n" only, like the original's reader.
+
+Decoding happens later, in the worker that processes the shard (`decode_lines`).
+"""
+
+import dataclasses
+import os
+
+from bert_tf import io_utils
+from bert_tf.errors import UsageError
+
+
+@dataclasses.dataclass
+class TextShard:
+  """Raw lines of whole documents.
+
+  Args:
+    index: position of the shard in the stream.
+    data: the lines as UTF-8 bytes, each ending in b"\\n".
+    num_lines: number of lines in `data`.
+    first_line: "file:line" of its first line (for messages).
+    input_bytes_done: bytes of the input files (as stored, e.g. compressed) read up to the end
+      of this shard, for progress reports.
+  """
+  index: int
+  data: bytes
+  num_lines: int
+  first_line: str
+  input_bytes_done: int
+
+
+def total_input_bytes(input_files):
+  """Sum of the input files' sizes as stored (0 for files whose size is unknown)."""
+  total = 0
+  for path in input_files:
+    try:
+      total += os.path.getsize(path)
+    except OSError:
+      pass
+  return total
+
+
+def _stored_position(handle, uncompressed):
+  """Bytes of the stored file consumed so far (compressed position for .gz files)."""
+  raw = getattr(handle, "fileobj", None)
+  if raw is not None:
+    try:
+      return raw.tell()
+    except (OSError, ValueError):
+      return 0
+  return uncompressed
+
+
+def iter_text_shards(input_files, shard_bytes):
+  """Yields `TextShard`s of the concatenated input files.
+
+  Args:
+    input_files: paths, read in order (plain or .gz).
+    shard_bytes: the most bytes of text in a shard (except for one document longer than that).
+  Raises:
+    UsageError: a line longer than `shard_bytes` (naming file and line), or an unreadable file.
+  """
+  shard = _ShardBuilder()
+  document = _ShardBuilder()   # lines of the document being read, not yet ended by a blank line
+  index = 0
+  done_before = 0              # stored bytes of the files already finished
+  for path in input_files:
+    try:
+      handle = io_utils.open_binary(path)
+    except OSError as e:
+      raise UsageError(f"--input_file: cannot read {path}: {e.strerror or e}") from None
+    with handle:
+      line_number = 0
+      position = 0
+      while True:
+        try:
+          line = handle.readline(shard_bytes + 1)
+        except (OSError, EOFError) as e:
+          raise UsageError(f"{path}:{line_number + 1}: cannot read: {e}") from None
+        if not line:
+          break
+        line_number += 1
+        position += len(line)
+        if len(line) > shard_bytes and not line.endswith(b"\n"):
+          raise UsageError(
+              f"{path}:{line_number}: line longer than --shard_size_mb ({shard_bytes} bytes); "
+              "the input must have one sentence per line")
+        if not line.endswith(b"\n"):
+          line += b"\n"  # the file's last line never runs into the next file's first
+        document.add(line, f"{path}:{line_number}")
+        if line.strip():
+          continue
+        # A blank line ends a document: the shard takes it, or is emitted first if it is full.
+        if shard.lines and shard.size + document.size > shard_bytes:
+          yield shard.build(index, done_before + _stored_position(handle, position))
+          index += 1
+          shard = _ShardBuilder()
+        shard.extend(document)
+        document = _ShardBuilder()
+    done_before += _stored_size(path, position)
+  if shard.lines and document.lines and shard.size + document.size > shard_bytes:
+    yield shard.build(index, done_before)
+    index += 1
+    shard = _ShardBuilder()
+  shard.extend(document)
+  if shard.lines:
+    yield shard.build(index, done_before)
+
+
+class _ShardBuilder:
+  """Lines collected for a shard or a document, their size and where the first one came from."""
+
+  def __init__(self):
+    self.lines = []
+    self.size = 0
+    self.first_line = None
+
+  def add(self, line, where):
+    if self.first_line is None:
+      self.first_line = where
+    self.lines.append(line)
+    self.size += len(line)
+
+  def extend(self, other):
+    if other.lines and self.first_line is None:
+      self.first_line = other.first_line
+    self.lines.extend(other.lines)
+    self.size += other.size
+
+  def build(self, index, input_bytes_done):
+    return TextShard(index=index, data=b"".join(self.lines), num_lines=len(self.lines),
+                     first_line=self.first_line, input_bytes_done=input_bytes_done)
+
+
+def _stored_size(path, fallback):
+  try:
+    return os.path.getsize(path)
+  except OSError:
+    return fallback
+
+
+def decode_lines(data):
+  """Decodes a shard's bytes into stripped lines.
+
+  Undecodable bytes become U+FFFD (the replacement character).
+
+  Args:
+    data: UTF-8 text, lines ending in "\\n".
+  Returns:
+    `(lines, num_bad_lines)`: the lines stripped of surrounding whitespace (str.strip, as the
+    original), and how many lines had bytes that are not UTF-8.
+  """
+  try:
+    text = data.decode("utf-8")
+    bad = 0
+  except UnicodeDecodeError:
+    pieces = []
+    bad = 0
+    for raw in data.split(b"\n"):
+      try:
+        pieces.append(raw.decode("utf-8"))
+      except UnicodeDecodeError:
+        bad += 1
+        pieces.append(raw.decode("utf-8", errors="replace"))
+    text = "\n".join(pieces)
+  lines = text.split("\n")
+  if lines and not lines[-1]:
+    lines.pop()  # after the final "\n"
+  return [line.strip() for line in lines], bad

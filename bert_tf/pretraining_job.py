@@ -1,0 +1,488 @@
+"""The create_pretraining_data job: shards -> parallel workers -> round-robin TFRecord outputs.
+
+Flow:
+  main process: read the input stream, cut shards (`corpus_shards`) --> worker w gets shards
+  w, w + W, w + 2W, ... --> each worker tokenizes its shard and builds its instances
+  (`pretraining_data.build_shard_instances`), then streams serialized records back in chunks -->
+  the main process writes shard 0's records, then shard 1's, ..., round-robin across the output
+  files. The output therefore does not depend on the number of workers.
+
+Memory: the reader thread is at most one shard ahead of each worker (queues of size 1), a worker
+holds one shard, and record chunks in flight are bounded by the queue sizes, so the peak is about
+(shard text + shard instances) x workers, whatever the corpus size.
+
+Workers are started with the "spawn" method (TensorFlow, used by the tokenizer, is not fork-safe);
+with one worker everything runs in the calling process. Outputs are written under temporary names
+and renamed, with their manifests, only when every shard is done.
+"""
+
+import dataclasses
+import functools
+import os
+import queue
+import threading
+import time
+
+from absl import logging
+
+from bert_tf import corpus_shards
+from bert_tf import pretraining_data
+from bert_tf.errors import UsageError
+
+TOOL_NAME = "bert_tf.create_pretraining_data"
+_QUEUE_TIMEOUT_S = 1.0
+_PROGRESS_EVERY_S = 10.0
+
+
+@dataclasses.dataclass
+class JobConfig:
+  """Everything the job needs (already validated by the command line).
+
+  Args:
+    input_files: text files, in stream order.
+    output_files: TFRecord files; records go round-robin across them.
+    vocab_file, do_lower_case: the tokenizer.
+    options: `pretraining_data.InstanceOptions`.
+    shard_bytes: most bytes of text per shard.
+    num_workers: worker processes (1 = in this process).
+    compress: gzip the outputs.
+    records_per_chunk: records serialized and sent at a time.
+  """
+  input_files: list
+  output_files: list
+  vocab_file: str
+  do_lower_case: bool
+  options: pretraining_data.InstanceOptions
+  shard_bytes: int
+  num_workers: int = 1
+  compress: bool = False
+  records_per_chunk: int = 8192
+
+
+@dataclasses.dataclass
+class ShardStats:
+  """Counts reported for one shard."""
+  documents: int = 0
+  sentences: int = 0
+  tokens: int = 0
+  instances: int = 0
+  bad_lines: int = 0
+  long_sentences: int = 0
+  single_document: bool = False
+
+  def add(self, other):
+    for field in ("documents", "sentences", "tokens", "instances", "bad_lines", "long_sentences"):
+      setattr(self, field, getattr(self, field) + getattr(other, field))
+
+
+@dataclasses.dataclass
+class JobSummary:
+  """What a finished job produced."""
+  totals: ShardStats
+  num_shards: int
+  single_document_shards: int
+  records_per_file: list
+  seconds: float
+  vocab_size: int
+
+
+class _ShardBuilder:
+  """Per-process state of a worker: the tokenizer and vocab tables, built once."""
+
+  def __init__(self, vocab_file, do_lower_case, options):
+    self.tokenizer = _tokenizer(vocab_file, do_lower_case)
+    self.tables = pretraining_data.VocabTables.from_vocab(self.tokenizer.vocab, vocab_file)
+    self.vocab_size = self.tokenizer.vocab_size
+    self.options = options
+
+  def process(self, shard, records_per_chunk):
+    """Yields ("chunk", buffer, ends) messages and finally ("done", ShardStats)."""
+    lines, bad_lines = corpus_shards.decode_lines(shard.data)
+    instances = pretraining_data.build_shard_instances(
+        lines, shard.index, self.options, self.tokenizer.tokenize_batch_ids, self.tables)
+    documents = instances.documents
+    lengths = documents.sentence_starts[1:] - documents.sentence_starts[:-1]
+    stats = ShardStats(
+        documents=documents.num_documents, sentences=len(lengths), tokens=documents.num_tokens,
+        instances=len(instances), bad_lines=bad_lines,
+        long_sentences=int((lengths > self.options.max_seq_length - 3).sum()),
+        single_document=documents.num_documents == 1)
+    for buffer, ends in instances.framed_record_chunks(records_per_chunk):
+      yield ("chunk", buffer, ends)
+    yield ("done", stats)
+
+
+# The per-shard step under a public name, for other runners of the job (bert_tf.beam_pipeline).
+ShardProcessor = _ShardBuilder
+
+
+@functools.lru_cache(maxsize=2)
+def _tokenizer(vocab_file, do_lower_case):
+  """One tokenizer per vocab and casing in a process (building one traces TensorFlow functions)."""
+  from bert_tf import tokenization
+  return tokenization.FullTokenizer(vocab_file, do_lower_case=do_lower_case)
+
+
+def _worker_main(vocab_file, do_lower_case, options, records_per_chunk, inbox, outbox):
+  """Worker process loop: shards from `inbox`, messages to `outbox`, None ends the loop."""
+  try:
+    builder = _ShardBuilder(vocab_file, do_lower_case, options)
+    outbox.put(("ready", builder.vocab_size))
+    while True:
+      shard = inbox.get()
+      if shard is None:
+        break
+      for message in builder.process(shard, records_per_chunk):
+        outbox.put(message)
+    outbox.put(("end",))
+  except UsageError as e:
+    outbox.put(("error", str(e), True))
+  except BaseException as e:  # reported to the main process, which stops the job
+    import traceback
+    outbox.put(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}", False))
+
+
+class _Progress:
+  """Logs documents/s, instances/s and an ETA from the fraction of input bytes read."""
+
+  def __init__(self, total_input_bytes):
+    self.start = time.time()
+    self.total_input_bytes = total_input_bytes
+    self.last_log = self.start
+
+  def shard_done(self, shard_index, input_bytes_done, totals, force=False):
+    now = time.time()
+    if not force and now - self.last_log < _PROGRESS_EVERY_S:
+      return
+    self.last_log = now
+    elapsed = max(now - self.start, 1e-9)
+    eta = ""
+    if self.total_input_bytes > 0 and input_bytes_done > 0:
+      fraction = min(1.0, input_bytes_done / self.total_input_bytes)
+      eta = f", {100 * fraction:.0f}% of the input, ETA {elapsed * (1 - fraction) / fraction:.0f}s"
+    logging.info("shard %d done: %d documents (%.0f/s), %d instances (%.0f/s)%s", shard_index,
+                 totals.documents, totals.documents / elapsed, totals.instances,
+                 totals.instances / elapsed, eta)
+
+
+def run_job(config, writer):
+  """Runs the job, writing framed records through `writer` (a `pretraining_records.RecordWriter`).
+
+  Returns:
+    `JobSummary`.
+  Raises:
+    UsageError: bad input found by the reader or a worker (nothing is renamed into place).
+  """
+  progress = _Progress(corpus_shards.total_input_bytes(config.input_files))
+  totals = ShardStats()
+  counters = {"shards": 0, "single": 0}
+
+  def on_shard_done(shard_index, input_bytes_done, stats):
+    totals.add(stats)
+    counters["shards"] += 1
+    counters["single"] += int(stats.single_document)
+    progress.shard_done(shard_index, input_bytes_done, totals)
+
+  if config.num_workers <= 1:
+    vocab_size = _run_in_process(config, writer, on_shard_done)
+  else:
+    vocab_size = _run_with_workers(config, writer, on_shard_done)
+  seconds = time.time() - progress.start
+  return JobSummary(totals=totals, num_shards=counters["shards"], single_document_shards=counters["single"],
+                    records_per_file=list(writer.counts), seconds=seconds, vocab_size=vocab_size)
+
+
+def _run_in_process(config, writer, on_shard_done):
+  builder = _ShardBuilder(config.vocab_file, config.do_lower_case, config.options)
+  for shard in corpus_shards.iter_text_shards(config.input_files, config.shard_bytes):
+    for message in builder.process(shard, config.records_per_chunk):
+      if message[0] == "chunk":
+        writer.write_chunk(message[1], message[2])
+      else:
+        on_shard_done(shard.index, shard.input_bytes_done, message[1])
+  return builder.vocab_size
+
+
+def _run_with_workers(config, writer, on_shard_done):
+  import multiprocessing
+  context = multiprocessing.get_context("spawn")
+  num_workers = config.num_workers
+  inboxes = [context.Queue(maxsize=1) for _ in range(num_workers)]
+  outboxes = [context.Queue(maxsize=4) for _ in range(num_workers)]
+  workers = [
+      context.Process(target=_worker_main, name=f"pretraining-data-worker-{w}", daemon=True,
+                      args=(config.vocab_file, config.do_lower_case, config.options,
+                            config.records_per_chunk, inboxes[w], outboxes[w]))
+      for w in range(num_workers)]
+  for process in workers:
+    process.start()
+  reader = _ShardReader(config, inboxes)
+  reader.start()
+  try:
+    vocab_size = None
+    for w in range(num_workers):  # each worker first reports its tokenizer is built
+      message = _receive(outboxes[w], workers[w], reader)
+      vocab_size = message[1]
+    shard_index = 0
+    while True:
+      w = shard_index % num_workers
+      message = _receive(outboxes[w], workers[w], reader)
+      if message[0] == "end":
+        break
+      while message[0] == "chunk":
+        writer.write_chunk(message[1], message[2])
+        message = _receive(outboxes[w], workers[w], reader)
+      on_shard_done(shard_index, reader.input_bytes_done.get(shard_index, 0), message[1])
+      shard_index += 1
+    reader.join()
+    if reader.error is not None:
+      raise reader.error
+    for process in workers:
+      process.join(timeout=30)
+    return vocab_size
+  finally:
+    reader.stop()
+    for process in workers:
+      if process.is_alive():
+        process.terminate()
+        process.join(timeout=5)
+
+
+def _receive(outbox, process, reader):
+  """Next message of a worker; raises its error, or RuntimeError if it died without one."""
+  while True:
+    try:
+      message = outbox.get(timeout=_QUEUE_TIMEOUT_S)
+    except queue.Empty:
+      if reader.error is not None and not reader.is_alive():
+        raise reader.error
+      if not process.is_alive():
+        raise RuntimeError(f"{process.name} exited with code {process.exitcode} (out of memory?)")
+      continue
+    if message[0] == "error":
+      if message[2]:
+        raise UsageError(message[1])
+      raise RuntimeError(f"{process.name} failed: {message[1]}")
+    return message
+
+
+class _ShardReader(threading.Thread):
+  """Reads shards in a thread and hands shard i to worker i % W; finally one None to each."""
+
+  def __init__(self, config, inboxes):
+    super().__init__(name="shard-reader", daemon=True)
+    self.config = config
+    self.inboxes = inboxes
+    self.error = None
+    self.input_bytes_done = {}
+    self._stopped = threading.Event()
+
+  def run(self):
+    try:
+      for shard in corpus_shards.iter_text_shards(self.config.input_files, self.config.shard_bytes):
+        self.input_bytes_done[shard.index] = shard.input_bytes_done
+        if not self._put(self.inboxes[shard.index % len(self.inboxes)], shard):
+          return
+    except BaseException as e:  # raised in the main thread
+      self.error = e
+    for inbox in self.inboxes:
+      self._put(inbox, None)
+
+  def _put(self, inbox, item):
+    while not self._stopped.is_set():
+      try:
+        inbox.put(item, timeout=_QUEUE_TIMEOUT_S)
+        return True
+      except queue.Full:
+        continue
+    return False
+
+  def stop(self):
+    self._stopped.set()
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole command: validation, atomic outputs, manifests, --resume.
+
+# Settings that decide the records' content (a manifest with the same values means same records).
+_OUTPUT_SETTINGS = ("input_file", "output_file", "vocab_file", "do_lower_case", "do_whole_word_mask",
+                    "max_seq_length", "max_predictions_per_seq", "random_seed", "dupe_factor",
+                    "masked_lm_prob", "short_seq_prob", "shard_size_mb", "gzip")
+
+
+def validate_settings(settings):
+  """Raises `UsageError` naming the flag for values that cannot work; returns warnings (str list)."""
+  s = settings
+  for name in ("input_file", "output_file", "vocab_file"):
+    if not s.get(name):
+      raise UsageError(f"--{name} is required")
+  if s["max_seq_length"] < 5:
+    raise UsageError(f"--max_seq_length={s['max_seq_length']}: must be at least 5 "
+                     "([CLS] A [SEP] B [SEP] with one token on each side)")
+  if s["max_predictions_per_seq"] < 1:
+    raise UsageError(f"--max_predictions_per_seq={s['max_predictions_per_seq']}: must be at least 1")
+  if s["dupe_factor"] < 1:
+    raise UsageError(f"--dupe_factor={s['dupe_factor']}: must be at least 1")
+  for name in ("masked_lm_prob", "short_seq_prob"):
+    if not 0.0 <= s[name] <= 1.0:
+      raise UsageError(f"--{name}={s[name]}: must be a probability in [0, 1]")
+  if not s["shard_size_mb"] > 0:
+    raise UsageError(f"--shard_size_mb={s['shard_size_mb']}: must be positive")
+  if s["num_workers"] is not None and s["num_workers"] < 1:
+    raise UsageError(f"--num_workers={s['num_workers']}: must be at least 1 (or unset for all cores)")
+  if not os.path.isfile(s["vocab_file"]) and "://" not in s["vocab_file"]:
+    raise UsageError(f"--vocab_file: {s['vocab_file']} does not exist")
+  warnings = []
+  expected = s["max_seq_length"] * s["masked_lm_prob"]
+  if s["max_predictions_per_seq"] < round(expected):
+    warnings.append(
+        f"--max_predictions_per_seq={s['max_predictions_per_seq']} is below --max_seq_length x "
+        f"--masked_lm_prob = {expected:g}: full-length instances get fewer masks than "
+        "--masked_lm_prob asks for")
+  return warnings
+
+
+def _output_paths(spec, input_files):
+  outputs = [p.strip() for p in spec.split(",") if p.strip()]
+  if not outputs:
+    raise UsageError("--output_file names no file")
+  if len(set(outputs)) != len(outputs):
+    raise UsageError("--output_file names the same file twice")
+  inputs = {os.path.abspath(p) for p in input_files}
+  for path in outputs:
+    if os.path.abspath(path) in inputs:
+      raise UsageError(f"--output_file {path} is also an --input_file")
+    if os.path.isdir(path):
+      raise UsageError(f"--output_file {path} is a directory")
+    parent = os.path.dirname(os.path.abspath(path))
+    if "://" not in path and os.path.exists(parent) and not os.access(parent, os.W_OK):
+      raise UsageError(f"--output_file {path}: folder {parent} is not writable")
+  return outputs
+
+
+def _fingerprint(settings, input_files, vocab_sha256):
+  """What must match for an existing output to be reused by --resume."""
+  inputs = []
+  for path in input_files:
+    try:
+      st = os.stat(path)
+      inputs.append([path, st.st_size, st.st_mtime_ns])
+    except OSError:
+      inputs.append([path, None, None])
+  return {"settings": {k: settings[k] for k in _OUTPUT_SETTINGS}, "inputs": inputs,
+          "vocab_sha256": vocab_sha256}
+
+
+def _can_resume(outputs, fingerprint):
+  from bert_tf import features
+  for path in outputs:
+    manifest = features.read_manifest(path) if os.path.exists(path) else None
+    if not manifest or manifest.get("fingerprint") != fingerprint:
+      return False
+  return True
+
+
+def create_pretraining_data(input_file, output_file, vocab_file, do_lower_case=True,
+                            do_whole_word_mask=False, max_seq_length=128, max_predictions_per_seq=20,
+                            random_seed=12345, dupe_factor=10, masked_lm_prob=0.15, short_seq_prob=0.1,
+                            shard_size_mb=256.0, num_workers=None, gzip=False, resume=False,
+                            job_runner=None):
+  """Creates pretraining TFRecords (+ manifests) from text; the command line's flags as arguments.
+
+  Args: see the flags of `create_pretraining_data.py` (same names and meaning), and
+    job_runner: optional `callable(JobConfig, temp_paths) -> JobSummary` that writes the complete
+      output files at `temp_paths` instead of the local workers (`beam_pipeline.BeamJobRunner`).
+  Returns:
+    `JobSummary`, or None when --resume found every output already complete.
+  Raises:
+    UsageError: bad flags or input; no output is left behind under its final name.
+  """
+  import contextlib
+
+  from bert_tf import __version__, features, io_utils, pretraining_records
+
+  settings = dict(input_file=input_file, output_file=output_file, vocab_file=vocab_file,
+                  do_lower_case=bool(do_lower_case), do_whole_word_mask=bool(do_whole_word_mask),
+                  max_seq_length=int(max_seq_length), max_predictions_per_seq=int(max_predictions_per_seq),
+                  random_seed=int(random_seed), dupe_factor=int(dupe_factor),
+                  masked_lm_prob=float(masked_lm_prob), short_seq_prob=float(short_seq_prob),
+                  shard_size_mb=float(shard_size_mb), num_workers=num_workers, gzip=bool(gzip),
+                  resume=bool(resume))
+  for warning in validate_settings(settings):
+    logging.warning("%s", warning)
+  input_files = io_utils.expand_input_patterns(input_file, "--input_file")
+  outputs = _output_paths(output_file, input_files)
+  vocab_sha256 = io_utils.file_sha256(vocab_file)
+  fingerprint = _fingerprint(settings, input_files, vocab_sha256)
+  if resume and _can_resume(outputs, fingerprint):
+    logging.info("--resume: every output file exists with a manifest matching these flags; nothing to do")
+    return None
+
+  options = pretraining_data.InstanceOptions(
+      max_seq_length=settings["max_seq_length"], max_predictions_per_seq=settings["max_predictions_per_seq"],
+      masked_lm_prob=settings["masked_lm_prob"], short_seq_prob=settings["short_seq_prob"],
+      dupe_factor=settings["dupe_factor"], do_whole_word_mask=settings["do_whole_word_mask"],
+      random_seed=settings["random_seed"])
+  config = JobConfig(input_files=input_files, output_files=outputs, vocab_file=vocab_file,
+                     do_lower_case=settings["do_lower_case"], options=options,
+                     shard_bytes=max(1, int(settings["shard_size_mb"] * (1 << 20))),
+                     num_workers=num_workers or os.cpu_count() or 1, compress=settings["gzip"])
+  logging.info("reading %d input file(s); %d output file(s); %d worker(s); shards of %.4g MB",
+               len(input_files), len(outputs), config.num_workers, settings["shard_size_mb"])
+
+  with contextlib.ExitStack() as stack:
+    temps = [stack.enter_context(io_utils.atomic_output(path)) for path in outputs]
+    if job_runner is not None:  # e.g. bert_tf.beam_pipeline.BeamJobRunner: writes the temps itself
+      summary = job_runner(config, temps)
+    else:
+      writer = pretraining_records.RecordWriter(temps, compress=config.compress)
+      try:
+        summary = run_job(config, writer)
+      finally:
+        writer.close()
+    _check_corpus(summary, input_file)
+    for path in outputs:  # a stale manifest must never describe the new file
+      if os.path.exists(features.manifest_path(path)):
+        os.remove(features.manifest_path(path))
+  # The files are in place; their manifests complete them.
+  for index, path in enumerate(outputs):
+    features.write_manifest(path, {
+        "tool": TOOL_NAME, "version": __version__,
+        "max_seq_length": options.max_seq_length,
+        "max_predictions_per_seq": options.max_predictions_per_seq,
+        "num_instances": summary.records_per_file[index],
+        "total_instances": summary.totals.instances,
+        "output_index": index, "num_output_files": len(outputs),
+        "compression": "GZIP" if config.compress else "",
+        "vocab_file": vocab_file, "vocab_sha256": vocab_sha256, "vocab_size": summary.vocab_size,
+        "do_lower_case": settings["do_lower_case"],
+        "do_whole_word_mask": options.do_whole_word_mask,
+        "num_shards": summary.num_shards, "num_documents": summary.totals.documents,
+        "num_sentences": summary.totals.sentences, "num_tokens": summary.totals.tokens,
+        "input_files": input_files, "flags": settings, "fingerprint": fingerprint,
+    })
+  _log_summary(summary, outputs)
+  return summary
+
+
+def _check_corpus(summary, input_spec):
+  totals = summary.totals
+  if totals.documents == 0:
+    raise UsageError(f"--input_file={input_spec}: the input has no text (no non-empty line)")
+  if totals.bad_lines:
+    logging.warning("%d input line(s) were not valid UTF-8; their bad bytes became U+FFFD", totals.bad_lines)
+  if summary.single_document_shards:
+    logging.warning(
+        "%d shard(s) hold a single document: their random next segments come from that same "
+        "document (separate documents with blank lines)", summary.single_document_shards)
+  if totals.long_sentences:
+    logging.warning(
+        "%d line(s) have more tokens than --max_seq_length - 3 and will be truncated (is the input "
+        "one sentence per line?)", totals.long_sentences)
+
+
+def _log_summary(summary, outputs):
+  t = summary.totals
+  logging.info("Wrote %d instances to %d file(s) from %d documents, %d sentences, %d tokens "
+               "(%d shard(s)) in %.1fs", t.instances, len(outputs), t.documents, t.sentences, t.tokens,
+               summary.num_shards, summary.seconds)
