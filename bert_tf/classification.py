@@ -104,6 +104,9 @@ def pack_inputs(ids_a, ids_b, max_seq_length, cls_id, sep_id):
 class TextEncoder:
   """Raw strings -> model inputs, entirely in TensorFlow (usable in tf.data and in a SavedModel).
 
+  The encoding is a `tf.function` with a fixed signature, traced once per encoder and reused by
+  every dataset and by the export (tracing the tokenizer graph is the slow part).
+
   Args:
     tokenizer: callable mapping tf.string [batch] to a RaggedTensor of ids [batch, (tokens)]
       (`bert_tf.tokenization.BertTokenizerLayer`).
@@ -116,6 +119,9 @@ class TextEncoder:
     self.max_seq_length = int(max_seq_length)
     self.cls_id = int(cls_id)
     self.sep_id = int(sep_id)
+    texts = tf.TensorSpec([None], tf.string)
+    self._encode_single = tf.function(lambda a: self._pack(a, None), input_signature=[texts])
+    self._encode_pair = tf.function(self._pack, input_signature=[texts, texts])
 
   def _ids(self, texts):
     ids = self.tokenizer(texts)
@@ -123,19 +129,27 @@ class TextEncoder:
       ids = ids.merge_dims(1, -1)
     return ids
 
-  def __call__(self, text_a, text_b=None):
-    """text_a, text_b: tf.string [batch]. Returns the dict of `pack_inputs`."""
+  def _pack(self, text_a, text_b):
     ids_b = None if text_b is None else self._ids(text_b)
     return pack_inputs(self._ids(text_a), ids_b, self.max_seq_length, self.cls_id, self.sep_id)
+
+  def __call__(self, text_a, text_b=None):
+    """text_a, text_b: tf.string [batch]. Returns the dict of `pack_inputs`."""
+    if text_b is None:
+      return self._encode_single(text_a)
+    return self._encode_pair(text_a, text_b)
 
 
 def load_text_encoder(vocab_file, do_lower_case, max_seq_length):
   """A `TextEncoder` with the in-graph WordPiece tokenizer of `vocab_file` (+ `.vocab_size`)."""
-  from bert_tf.tokenization import BertTokenizerLayer, FullTokenizer
-  python_tokenizer = FullTokenizer(vocab_file, do_lower_case=do_lower_case)
+  from bert_tf.tokenization import BertTokenizerLayer, load_vocab
+  vocab = load_vocab(vocab_file)
+  for token in ("[CLS]", "[SEP]"):
+    if token not in vocab:
+      raise UsageError(f"vocab file {vocab_file} has no {token} token")
   layer = BertTokenizerLayer(vocab_file, do_lower_case=do_lower_case)
-  encoder = TextEncoder(layer, max_seq_length, python_tokenizer.cls_id, python_tokenizer.sep_id)
-  encoder.vocab_size = python_tokenizer.vocab_size
+  encoder = TextEncoder(layer, max_seq_length, vocab["[CLS]"], vocab["[SEP]"])
+  encoder.vocab_size = layer.vocab_size
   return encoder
 
 

@@ -58,3 +58,59 @@ def test_result_files_are_written_as_the_original(tmp_path):
   cls.write_test_results(tsv, np.array([[0.25, 0.75], [1.0, 0.0]], np.float32))
   assert open(tsv).read() == "0.25\t0.75\n1.0\t0.0\n"
   assert sorted(os.listdir(tmp_path)) == ["eval_results.txt", "test_results.tsv"]  # no temp files
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenization in tf.data = FullTokenizer + the original's convert_single_example
+# ---------------------------------------------------------------------------------------------
+
+VOCAB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "vocab",
+                     "bert-base-uncased-vocab.txt")
+
+
+def _original_features(tokenizer, tokens_a, tokens_b, max_seq_length):
+  """google-research/bert's convert_single_example (ids, mask, segments), on FullTokenizer tokens."""
+  if tokens_b:
+    tokens_a, tokens_b = _original_truncate(tokens_a, tokens_b, max_seq_length - 3)
+  else:
+    tokens_a = tokens_a[:max_seq_length - 2]
+  tokens = ["[CLS]"] + tokens_a + ["[SEP]"]
+  segments = [0] * len(tokens)
+  if tokens_b:
+    tokens += tokens_b + ["[SEP]"]
+    segments += [1] * (len(tokens_b) + 1)
+  ids = tokenizer.convert_tokens_to_ids(tokens)
+  pad = max_seq_length - len(ids)
+  return ids + [0] * pad, [1] * len(ids) + [0] * pad, segments + [0] * pad
+
+
+@pytest.fixture(scope="module")
+def full_tokenizer():
+  from bert_tf.tokenization import FullTokenizer
+  return FullTokenizer(VOCAB, do_lower_case=True)
+
+
+def test_dataset_features_match_the_original_conversion(data_dir, full_tokenizer):
+  from bert_tf.classifier_data import InputExample
+  rows = [line.rstrip("\n").split("\t") for line in
+          open(os.path.join(data_dir, "sentiment", "dev.tsv"), encoding="utf-8")][1:41]
+  examples = [InputExample(f"dev-{i}", rows[i][0], rows[i + 1][0] if i % 3 else None, rows[i][1])
+              for i in range(39)]
+  examples.append(InputExample("x", "Naïve CAFÉ déjà-vu 東京!", "Überraschung… ok", "1"))
+  encoder = cls.load_text_encoder(VOCAB, True, max_seq_length=24)
+  tokenizer = full_tokenizer
+  singles = [e for e in examples if e.text_b is None]
+  pairs = [e for e in examples if e.text_b is not None]
+  texts = [e.text_a for e in examples] + [e.text_b or "" for e in examples]
+  tokens = dict(zip(texts, tokenizer.tokenize_batch(texts)))  # one batched call: fast
+  for group, use_b in ((singles, False), (pairs, True)):
+    ds = cls.inference_dataset(group, encoder, use_b, batch_size=7)
+    got = {k: np.concatenate([b[k].numpy() for b in ds]) for k in
+           ("input_ids", "input_mask", "segment_ids", "example_id")}
+    assert got["example_id"].tolist() == list(range(len(group))) + [-1] * (-len(group) % 7)
+    for i, e in enumerate(group):
+      ids, mask, segments = _original_features(
+          tokenizer, tokens[e.text_a], tokens[e.text_b] if use_b else None, 24)
+      assert got["input_ids"][i].tolist() == ids, e
+      assert got["input_mask"][i].tolist() == mask
+      assert got["segment_ids"][i].tolist() == segments
