@@ -205,10 +205,9 @@ class _TokenizerGraph(tf.Module):
   Args:
     vocab: OrderedDict token -> id (from `load_vocab`).
     do_lower_case: lower-case and strip accents.
-    vocab_file: name used in messages.
   """
 
-  def __init__(self, vocab, do_lower_case, vocab_file="vocab"):
+  def __init__(self, vocab, do_lower_case):
     super().__init__(name="bert_tokenizer_graph")
     import tensorflow_text as tf_text
 
@@ -353,6 +352,42 @@ class _TokenizerGraph(tf.Module):
     return words.with_flat_values(per_word).merge_dims(1, 2)
 
 
+class _Compiled:
+  """A tokenizer graph and its functions traced for a batch of strings [None]."""
+
+  def __init__(self, vocab, do_lower_case):
+    self.graph = _TokenizerGraph(vocab, do_lower_case)
+    self._spec = [tf.TensorSpec([None], tf.string)]
+    self.ids_fn = self._trace(self.graph.piece_ids)
+    self._words_fn = None
+
+  def _trace(self, fn):
+    return tf.function(fn, input_signature=self._spec, autograph=False).get_concrete_function()
+
+  @property
+  def words_fn(self):
+    if self._words_fn is None:
+      self._words_fn = self._trace(self.graph.word_strings)
+    return self._words_fn
+
+
+_COMPILED_CACHE = collections.OrderedDict()
+_COMPILED_CACHE_SIZE = 4
+
+
+def _compiled_tokenizer(vocab, do_lower_case):
+  """A shared `_Compiled` per (vocab contents, do_lower_case): tokenizers built again for the same
+  vocab in one process (tests, notebooks, several commands) skip the model build and tracing."""
+  key = (tuple(vocab.items()), bool(do_lower_case))
+  compiled = _COMPILED_CACHE.pop(key, None)
+  if compiled is None:
+    compiled = _Compiled(vocab, do_lower_case)
+  _COMPILED_CACHE[key] = compiled
+  while len(_COMPILED_CACHE) > _COMPILED_CACHE_SIZE:
+    _COMPILED_CACHE.popitem(last=False)
+  return compiled
+
+
 # ---------------------------------------------------------------------------------------------
 # Python API.
 
@@ -401,7 +436,7 @@ class FullTokenizer:
   Example:
     >>> tok = FullTokenizer("data/vocab/bert-base-uncased-vocab.txt", do_lower_case=True)
     >>> tok.tokenize("Unaffable café!")
-    ['una', '##ff', '##able', 'cafe', '!']
+    ['una', '##ffa', '##ble', 'cafe', '!']
     >>> tok.tokenize_batch_ids(["Hello.", "World"])
     [[7592, 1012], [2088]]
   """
@@ -415,15 +450,16 @@ class FullTokenizer:
     self.inv_vocab = {v: k for k, v in self.vocab.items()}
     self.vocab_size = max(self.vocab.values()) + 1
     warn_if_casing_mismatch(self.vocab, self.do_lower_case, vocab_file)
-    self._graph = _TokenizerGraph(self.vocab, self.do_lower_case, vocab_file)
-    spec = [tf.TensorSpec([None], tf.string)]
-    self._ids_fn = tf.function(self._graph.piece_ids, input_signature=spec, autograph=False).get_concrete_function()
-    self._words_fn = tf.function(
-        self._graph.word_strings, input_signature=spec, autograph=False).get_concrete_function()
+    self._compiled = None  # built on first use (tables, WordPiece model, traced functions)
     id_to_token = np.full(self.vocab_size + 1, UNK_TOKEN, dtype=object)  # [-1] = "[UNK]"
     for token, i in self.vocab.items():
       id_to_token[i] = token
     self._id_to_token = id_to_token
+
+  def _functions(self):
+    if self._compiled is None:
+      self._compiled = _compiled_tokenizer(self.vocab, self.do_lower_case)
+    return self._compiled
 
   # -- special tokens ---------------------------------------------------------------------------
 
@@ -465,8 +501,9 @@ class FullTokenizer:
   def tokenize_batch_ids(self, texts):
     """Token ids of every text: list of str/bytes -> list[list[int]] (the fast path)."""
     out = []
-    for values, splits in self._batches(texts, self._ids_fn):
-      if not self._graph.unk_in_vocab and (values < 0).any():
+    compiled = self._functions()
+    for values, splits in self._batches(texts, compiled.ids_fn):
+      if not compiled.graph.unk_in_vocab and (values < 0).any():
         self.special_id(UNK_TOKEN)  # raises UsageError naming the vocab file
       out.extend(_split_rows(values.tolist(), splits))
     return out
@@ -474,7 +511,7 @@ class FullTokenizer:
   def tokenize_batch(self, texts):
     """WordPiece tokens of every text: list of str/bytes -> list[list[str]]."""
     out = []
-    for values, splits in self._batches(texts, self._ids_fn):
+    for values, splits in self._batches(texts, self._functions().ids_fn):
       out.extend(_split_rows(self._id_to_token[values].tolist(), splits))
     return out
 
@@ -485,7 +522,7 @@ class FullTokenizer:
   def basic_tokenize_batch(self, texts):
     """The original BasicTokenizer's words (before WordPiece) for every text."""
     out = []
-    for values, splits in self._batches(texts, self._words_fn):
+    for values, splits in self._batches(texts, self._functions().words_fn):
       words = [w.decode("utf-8") for w in values.tolist()]
       out.extend(_split_rows(words, splits))
     return out
@@ -533,7 +570,7 @@ class BertTokenizerLayer(_keras_layer_base()):
       raise UsageError(f"vocab file {vocab_file} has no {UNK_TOKEN} token")
     warn_if_casing_mismatch(vocab, self.do_lower_case, vocab_file)
     self.vocab_size = max(vocab.values()) + 1
-    self._graph = _TokenizerGraph(vocab, self.do_lower_case, vocab_file)
+    self._graph = _compiled_tokenizer(vocab, self.do_lower_case).graph
 
   def call(self, texts):
     texts = tf.convert_to_tensor(texts, tf.string)
