@@ -423,10 +423,12 @@ def create_pretraining_data(input_file, output_file, vocab_file, do_lower_case=T
       masked_lm_prob=settings["masked_lm_prob"], short_seq_prob=settings["short_seq_prob"],
       dupe_factor=settings["dupe_factor"], do_whole_word_mask=settings["do_whole_word_mask"],
       random_seed=settings["random_seed"])
+  shard_bytes = max(1, int(settings["shard_size_mb"] * (1 << 20)))
   config = JobConfig(input_files=input_files, output_files=outputs, vocab_file=vocab_file,
-                     do_lower_case=settings["do_lower_case"], options=options,
-                     shard_bytes=max(1, int(settings["shard_size_mb"] * (1 << 20))),
-                     num_workers=num_workers or os.cpu_count() or 1, compress=settings["gzip"])
+                     do_lower_case=settings["do_lower_case"], options=options, shard_bytes=shard_bytes,
+                     num_workers=min(num_workers or os.cpu_count() or 1,
+                                     _estimated_shards(input_files, shard_bytes)),
+                     compress=settings["gzip"])
   logging.info("reading %d input file(s); %d output file(s); %d worker(s); shards of %.4g MB",
                len(input_files), len(outputs), config.num_workers, settings["shard_size_mb"])
 
@@ -463,6 +465,18 @@ def create_pretraining_data(input_file, output_file, vocab_file, do_lower_case=T
     })
   _log_summary(summary, outputs)
   return summary
+
+
+def _estimated_shards(input_files, shard_bytes):
+  """An upper guess of the number of shards (no worker is started for shards that cannot exist)."""
+  total = 0
+  for path in input_files:
+    if "://" in path:
+      return 1 << 30  # size unknown: no limit
+    size = os.path.getsize(path)
+    total += size * 8 if path.endswith(".gz") else size  # text rarely compresses beyond 8x
+  # Shards are cut between documents, so they can be under-full: allow twice the minimum count.
+  return max(1, -(-2 * total // shard_bytes))
 
 
 def _check_corpus(summary, input_spec):
