@@ -31,6 +31,7 @@ dropped (the original's `decode("utf-8", "ignore")` drops them too).
 """
 
 import collections
+import functools
 import gc
 import re
 
@@ -195,22 +196,15 @@ def warn_if_casing_mismatch(vocab, do_lower_case, vocab_file="vocab"):
 # The TensorFlow graph.
 
 
-def _bits(flag):
-  return tf.constant(flag, tf.int32)
-
-
-class _TokenizerGraph(tf.Module):
-  """Text -> word ids in TensorFlow ops; owns the character table and the WordPiece model.
+class _NormalizerGraph(tf.Module):
+  """Text -> words (the original's BasicTokenizer) in TensorFlow ops; owns the character table.
 
   Args:
-    vocab: OrderedDict token -> id (from `load_vocab`).
     do_lower_case: lower-case and strip accents.
   """
 
-  def __init__(self, vocab, do_lower_case):
-    super().__init__(name="bert_tokenizer_graph")
-    import tensorflow_text as tf_text
-
+  def __init__(self, do_lower_case):
+    super().__init__(name="bert_normalizer_graph")
     self.do_lower_case = bool(do_lower_case)
     table = ut.char_table(self.do_lower_case)
     self._block_index = tf.constant(table.block_index)  # [0x110000 >> BLOCK_BITS]
@@ -222,21 +216,6 @@ class _TokenizerGraph(tf.Module):
     firsts = table.entry_values[np.minimum(table.entry_splits[:-1], table.entry_values.size - 1)]
     self._entry_lengths = tf.constant(lengths.astype(np.int32))  # [num_entries]
     self._entry_first = tf.constant(firsts.astype(np.int32))  # [num_entries]
-
-    # WordPiece vocab: distinct, non-empty tokens; their ids are the vocab's (last line wins).
-    pieces = [t for t in vocab if t]
-    piece_ids = [vocab[t] for t in pieces]
-    self.unk_in_vocab = UNK_TOKEN in vocab
-    if not self.unk_in_vocab:
-      pieces.append(UNK_TOKEN)
-      piece_ids.append(-1)  # no id: an error where ids are needed, "[UNK]" where tokens are
-    self.unk_id = vocab.get(UNK_TOKEN, -1)
-    self._identity_ids = piece_ids == list(range(len(piece_ids)))
-    self._piece_ids = tf.constant(piece_ids, tf.int64)
-    self._wordpiece = tf_text.FastWordpieceTokenizer(
-        vocab=pieces, suffix_indicator="##",
-        max_bytes_per_word=4 * MAX_INPUT_CHARS_PER_WORD + 4, token_out_type=tf.int64,
-        unknown_token=UNK_TOKEN, no_pretokenization=True, support_detokenization=False)
 
   def _lookup(self, cps):
     """Table value (entry << FLAG_BITS | flags) of each code point. cps: int32 [n]."""
@@ -336,9 +315,45 @@ class _TokenizerGraph(tf.Module):
     pieces = tf.strings.split(joined, sep=" ")  # [batch, (pieces)], empty between two spaces
     return tf.ragged.boolean_mask(pieces, tf.strings.length(pieces) > 0)
 
+@functools.lru_cache(maxsize=2)
+def _normalizer_graph(do_lower_case):
+  return _NormalizerGraph(do_lower_case)
+
+
+class _TokenizerGraph(tf.Module):
+  """Text -> WordPiece ids in TensorFlow ops: the normaliser followed by FastWordpiece.
+
+  Args:
+    vocab: OrderedDict token -> id (from `load_vocab`).
+    do_lower_case: lower-case and strip accents.
+  """
+
+  def __init__(self, vocab, do_lower_case):
+    super().__init__(name="bert_tokenizer_graph")
+    import tensorflow_text as tf_text
+
+    self.normalizer = _normalizer_graph(bool(do_lower_case))
+    # WordPiece vocab: distinct, non-empty tokens; their ids are the vocab's (last line wins).
+    pieces = [t for t in vocab if t]
+    piece_ids = [vocab[t] for t in pieces]
+    self.unk_in_vocab = UNK_TOKEN in vocab
+    if not self.unk_in_vocab:
+      pieces.append(UNK_TOKEN)
+      piece_ids.append(-1)  # no id: an error where ids are needed, "[UNK]" where tokens are
+    self.unk_id = vocab.get(UNK_TOKEN, -1)
+    self._identity_ids = piece_ids == list(range(len(piece_ids)))
+    self._piece_ids = tf.constant(piece_ids, tf.int64)
+    self._wordpiece = tf_text.FastWordpieceTokenizer(
+        vocab=pieces, suffix_indicator="##",
+        max_bytes_per_word=4 * MAX_INPUT_CHARS_PER_WORD + 4, token_out_type=tf.int64,
+        unknown_token=UNK_TOKEN, no_pretokenization=True, support_detokenization=False)
+
+  def word_strings(self, texts):
+    return self.normalizer.word_strings(texts)
+
   def piece_ids(self, texts):
     """Texts -> RaggedTensor int64 [batch, (pieces)] vocab ids (-1 = [UNK] missing in vocab)."""
-    words = self.word_strings(texts)  # [batch, (words)]
+    words = self.normalizer.word_strings(texts)  # [batch, (words)]
     flat = words.flat_values  # [words]
     too_long = tf.strings.length(flat, unit="UTF8_CHAR") > MAX_INPUT_CHARS_PER_WORD
     flat = tf.where(too_long, _OVERLONG_WORD, flat)  # one piece each, overridden below
@@ -352,23 +367,23 @@ class _TokenizerGraph(tf.Module):
     return words.with_flat_values(per_word).merge_dims(1, 2)
 
 
+def _trace_for_batches(fn):
+  """`fn` traced once for a batch of strings [None] (a concrete function: cheap to call)."""
+  spec = [tf.TensorSpec([None], tf.string)]
+  return tf.function(fn, input_signature=spec, autograph=False).get_concrete_function()
+
+
+@functools.lru_cache(maxsize=2)
+def _words_fn(do_lower_case):
+  return _trace_for_batches(_normalizer_graph(do_lower_case).word_strings)
+
+
 class _Compiled:
   """A tokenizer graph and its functions traced for a batch of strings [None]."""
 
   def __init__(self, vocab, do_lower_case):
     self.graph = _TokenizerGraph(vocab, do_lower_case)
-    self._spec = [tf.TensorSpec([None], tf.string)]
-    self.ids_fn = self._trace(self.graph.piece_ids)
-    self._words_fn = None
-
-  def _trace(self, fn):
-    return tf.function(fn, input_signature=self._spec, autograph=False).get_concrete_function()
-
-  @property
-  def words_fn(self):
-    if self._words_fn is None:
-      self._words_fn = self._trace(self.graph.word_strings)
-    return self._words_fn
+    self.ids_fn = _trace_for_batches(self.graph.piece_ids)
 
 
 _COMPILED_CACHE = collections.OrderedDict()
@@ -423,6 +438,43 @@ def _split_rows(values, splits):
       gc.enable()
 
 
+def _in_batches(texts, fn):
+  """Runs `fn` on slices of `texts`; yields (flat values numpy, row splits list) per slice."""
+  texts = list(texts)
+  for start in range(0, len(texts), _BATCH_LINES):
+    rt = fn(_as_text_batch(texts[start:start + _BATCH_LINES]))
+    yield rt.flat_values.numpy(), rt.row_splits.numpy().tolist()
+
+
+class BasicTokenizer:
+  """The original BasicTokenizer: clean-up, CJK and punctuation splitting, lower-casing.
+
+  Args:
+    do_lower_case: lower-case and strip accents.
+
+  Example:
+    >>> BasicTokenizer().tokenize_batch(["Héllo, WORLD!"])
+    [['hello', ',', 'world', '!']]
+  """
+
+  def __init__(self, do_lower_case=True):
+    self.do_lower_case = bool(do_lower_case)
+
+  def words_graph(self, texts):
+    """In-graph form: tf.string [batch] -> RaggedTensor tf.string [batch, (words)]."""
+    return _normalizer_graph(self.do_lower_case).word_strings(texts)
+
+  def tokenize_batch(self, texts):
+    """Words of every text: list of str/bytes -> list[list[str]]."""
+    out = []
+    for values, splits in _in_batches(texts, _words_fn(self.do_lower_case)):
+      out.extend(_split_rows([w.decode("utf-8") for w in values.tolist()], splits))
+    return out
+
+  def tokenize(self, text):
+    return self.tokenize_batch([text])[0]
+
+
 class FullTokenizer:
   """End-to-end tokenization as google-research/bert's FullTokenizer, batched in TensorFlow.
 
@@ -451,6 +503,7 @@ class FullTokenizer:
     self.vocab_size = max(self.vocab.values()) + 1
     warn_if_casing_mismatch(self.vocab, self.do_lower_case, vocab_file)
     self._compiled = None  # built on first use (tables, WordPiece model, traced functions)
+    self.basic_tokenizer = BasicTokenizer(self.do_lower_case)
     id_to_token = np.full(self.vocab_size + 1, UNK_TOKEN, dtype=object)  # [-1] = "[UNK]"
     for token, i in self.vocab.items():
       id_to_token[i] = token
@@ -491,18 +544,11 @@ class FullTokenizer:
 
   # -- tokenization -----------------------------------------------------------------------------
 
-  def _batches(self, texts, fn):
-    """Runs `fn` on slices of `texts`; yields (flat values numpy, row splits list) per slice."""
-    texts = list(texts)
-    for start in range(0, len(texts), _BATCH_LINES):
-      rt = fn(_as_text_batch(texts[start:start + _BATCH_LINES]))
-      yield rt.flat_values.numpy(), rt.row_splits.numpy().tolist()
-
   def tokenize_batch_ids(self, texts):
     """Token ids of every text: list of str/bytes -> list[list[int]] (the fast path)."""
     out = []
     compiled = self._functions()
-    for values, splits in self._batches(texts, compiled.ids_fn):
+    for values, splits in _in_batches(texts, compiled.ids_fn):
       if not compiled.graph.unk_in_vocab and (values < 0).any():
         self.special_id(UNK_TOKEN)  # raises UsageError naming the vocab file
       out.extend(_split_rows(values.tolist(), splits))
@@ -511,7 +557,7 @@ class FullTokenizer:
   def tokenize_batch(self, texts):
     """WordPiece tokens of every text: list of str/bytes -> list[list[str]]."""
     out = []
-    for values, splits in self._batches(texts, self._functions().ids_fn):
+    for values, splits in _in_batches(texts, self._functions().ids_fn):
       out.extend(_split_rows(self._id_to_token[values].tolist(), splits))
     return out
 
@@ -521,11 +567,7 @@ class FullTokenizer:
 
   def basic_tokenize_batch(self, texts):
     """The original BasicTokenizer's words (before WordPiece) for every text."""
-    out = []
-    for values, splits in self._batches(texts, self._functions().words_fn):
-      words = [w.decode("utf-8") for w in values.tolist()]
-      out.extend(_split_rows(words, splits))
-    return out
+    return self.basic_tokenizer.tokenize_batch(texts)
 
   def convert_tokens_to_ids(self, tokens):
     return convert_by_vocab(self.vocab, tokens)
