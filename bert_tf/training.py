@@ -165,10 +165,11 @@ class PretrainingTask:
       self.optimizer.build(model.trainable_variables)
       self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
                                      aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-    self._gradients = tf.function(self._micro_batch_gradients, jit_compile=jit_compile)
-    self._forward_eval = tf.function(self._eval_sums, jit_compile=jit_compile)
-    self.train_loop = tf.function(self._train_loop)
-    self.eval_batch = tf.function(self._eval_batch)
+    # No Python control flow depends on tensors here: autograph (slow to convert) is off.
+    self._gradients = tf.function(self._micro_batch_gradients, jit_compile=jit_compile, autograph=False)
+    self._forward_eval = tf.function(self._eval_sums, jit_compile=jit_compile, autograph=False)
+    self.train_loop = tf.function(self._train_loop, autograph=False)
+    self.eval_batch = tf.function(self._eval_batch, autograph=False)
 
   @property
   def learning_rate(self):
@@ -246,18 +247,19 @@ class PretrainingTask:
     Returns:
       (sums of TRAIN_STATS over the steps run [6], number of steps run, last step's loss).
     """
-    totals = tf.zeros([len(TRAIN_STATS)])
-    steps = tf.constant(0)
-    last_loss = tf.constant(0.0)
-    for _ in tf.range(num_steps):
+    def keep_going(steps, totals, last_loss):
+      return tf.logical_and(steps < num_steps, tf.math.is_finite(last_loss))
+
+    def one_step(steps, totals, last_loss):
       per_replica = self.strategy.run(self._replica_step, args=(next(iterator),))
       stats = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-      self.global_step.assign_add(1)
-      totals += stats
-      steps += 1
-      last_loss = stats[0]
-      if not tf.math.is_finite(last_loss):
-        break
+      with tf.control_dependencies([stats]):
+        increment = self.global_step.assign_add(1)
+      with tf.control_dependencies([increment]):
+        return steps + 1, totals + stats, stats[0]
+
+    steps, totals, last_loss = tf.while_loop(
+        keep_going, one_step, (tf.constant(0), tf.zeros([len(TRAIN_STATS)]), tf.constant(0.0)))
     return totals, steps, last_loss
 
   # -- evaluation -----------------------------------------------------------------------------
@@ -465,8 +467,13 @@ def _check_params(p):
 
 
 def build_pretraining(params, strategy):
-  """Model, optimizer, task and checkpoint for `params`, created under `strategy.scope()`."""
+  """Model, optimizer, task and checkpoint for `params`, created under `strategy.scope()`.
+
+  The initial weights are drawn from `params.seed`, so equal params give equal models.
+  """
+  import keras
   from bert_tf.modeling import BertPretrainer
+  keras.utils.set_random_seed(params.seed)
   from bert_tf.optimization import create_optimizer
   with strategy.scope():
     model = BertPretrainer(params.bert_config)
@@ -475,7 +482,12 @@ def build_pretraining(params, strategy):
                                  weight_decay_rate=params.weight_decay_rate)
   task = PretrainingTask(model, optimizer, strategy, params.gradient_accumulation_steps,
                          params.jit_compile, params.mixed_precision)
-  checkpoint = tf.train.Checkpoint(model=model, optimizer=task.optimizer, global_step=task.global_step)
+  # keras does not put the dropout seed generators in object-based checkpoints; saving their state
+  # beside the model makes a resumed run draw the same dropout masks as an uninterrupted one.
+  dropout_rng = [v.value if hasattr(v, "value") else v for v in model.non_trainable_variables
+                 if "seed_generator" in v.path]
+  checkpoint = tf.train.Checkpoint(model=model, optimizer=task.optimizer, global_step=task.global_step,
+                                   dropout_rng=dropout_rng)
   return task, checkpoint
 
 
