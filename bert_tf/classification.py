@@ -385,51 +385,65 @@ class FineTuner:
 # ----------------------------------------------------------------------------------------------
 
 
-def predict_outputs(model, dataset, strategy, is_regression, jit_compile=False):
-  """Model outputs for every real example of an `inference_dataset`, in example order.
+class Predictor:
+  """Model outputs over an `inference_dataset`, in example order, under a strategy.
+
+  One compiled forward pass per predictor, shared by evaluation and prediction.
 
   Args:
     model: the classifier.
-    dataset: from `inference_dataset` (padding rows have example_id -1).
     strategy: the strategy the model was built under.
     is_regression: return values instead of probabilities.
     jit_compile: compile the forward pass with XLA.
-
-  Returns:
-    (outputs float32 [num_examples, num_classes], logits float32 [num_examples, num_classes]).
   """
-  @tf.function(jit_compile=bool(jit_compile))
-  def forward(features):
-    model_inputs = {k: features[k] for k in ("input_ids", "input_mask", "segment_ids")}
-    return tf.cast(model(model_inputs, training=False), tf.float32)
 
-  @tf.function
-  def step(features):
-    logits = strategy.run(forward, args=(features,))
-    ids = strategy.run(lambda f: f["example_id"], args=(features,))
-    return strategy.gather(logits, axis=0), strategy.gather(ids, axis=0)
+  def __init__(self, model, strategy, is_regression, jit_compile=False):
+    self.strategy = strategy
+    self.is_regression = is_regression
 
-  all_logits, all_ids = [], []
-  for features in strategy.experimental_distribute_dataset(dataset):
-    logits, ids = step(features)
-    all_logits.append(logits.numpy())
-    all_ids.append(ids.numpy())
-  logits = np.concatenate(all_logits)
-  ids = np.concatenate(all_ids)
-  keep = ids >= 0
-  order = np.argsort(ids[keep], kind="stable")
-  logits = logits[keep][order]
-  return outputs_from_logits(logits, is_regression).numpy(), logits
+    def forward(features):
+      model_inputs = {k: features[k] for k in ("input_ids", "input_mask", "segment_ids")}
+      return tf.cast(model(model_inputs, training=False), tf.float32), features["example_id"]
+
+    forward = tf.function(forward, jit_compile=bool(jit_compile))
+
+    @tf.function
+    def step(features):
+      logits, ids = strategy.run(forward, args=(features,))
+      return strategy.gather(logits, axis=0), strategy.gather(ids, axis=0)
+
+    self._step = step
+
+  def __call__(self, dataset):
+    """Returns (outputs float32 [num_examples, num_classes], logits [num_examples, num_classes]);
+    rows whose example_id is -1 (batch padding) are dropped."""
+    all_logits, all_ids = [], []
+    for features in self.strategy.experimental_distribute_dataset(dataset):
+      logits, ids = self._step(features)
+      all_logits.append(logits.numpy())
+      all_ids.append(ids.numpy())
+    logits = np.concatenate(all_logits)
+    ids = np.concatenate(all_ids)
+    keep = ids >= 0
+    logits = logits[keep][np.argsort(ids[keep], kind="stable")]
+    return outputs_from_logits(logits, self.is_regression).numpy(), logits
 
 
-def evaluate(model, dataset, labels, strategy, metric, is_regression, jit_compile=False):
+def evaluate(predictor, dataset, labels, metric):
   """Loss and the task's metrics over an `inference_dataset` whose examples have `labels`.
 
+  Args:
+    predictor: a `Predictor`.
+    dataset: from `inference_dataset`.
+    labels: class ids (or values for regression) of the dataset's examples, in order.
+    metric: the task's metric name (see `classifier_data.compute_metrics`).
+
   Returns:
-    (metrics dict with "loss" and the metric keys of `classifier_data.compute_metrics`, outputs).
+    (metrics dict with "loss" and the metric keys, outputs).
   """
   from bert_tf.classifier_data import compute_metrics
-  outputs, logits = predict_outputs(model, dataset, strategy, is_regression, jit_compile)
+  outputs, logits = predictor(dataset)
+  is_regression = predictor.is_regression
   loss = float(np.mean(per_example_loss(tf.constant(logits), tf.constant(labels),
                                         is_regression).numpy()))
   predictions = outputs[:, 0] if is_regression else np.argmax(outputs, axis=-1)
@@ -625,7 +639,10 @@ def _restore_or_initialize(opts, checkpoint, manager, model):
   if opts.init_checkpoint:
     from bert_tf.checkpoints import init_from_checkpoint
     logging.info("Initializing the encoder from %s", opts.init_checkpoint)
-    init_from_checkpoint(model, opts.init_checkpoint)
+    info = init_from_checkpoint(model, opts.init_checkpoint,
+                                config_source=opts.bert_config_file or "the bert config")
+    logging.info("Loaded %s from the %s checkpoint %s", ", ".join(info["loaded"]), info["format"],
+                 info["checkpoint"])
     return "initialized"
   logging.warning("No --init_checkpoint: the encoder starts from random weights")
   return "random"
@@ -697,6 +714,7 @@ def run_classifier(opts):
         log_steps=opts.log_steps, summary_dir=os.path.join(opts.output_dir, "train"))
   global_step = int(optimizer.iterations.numpy())
 
+  predictor = Predictor(model, strategy, processor.is_regression, opts.jit_compile)
   results = {}
   if opts.do_eval:
     for suffix in _available(processor, opts.data_dir, "dev"):
@@ -705,8 +723,7 @@ def run_classifier(opts):
       if labels is None:
         raise UsageError(f"--data_dir={opts.data_dir}: the dev set has no labels to evaluate")
       dataset = inference_dataset(examples, encoder, processor.has_text_b, opts.eval_batch_size)
-      metrics, _ = evaluate(model, dataset, labels, strategy, processor.metric,
-                            processor.is_regression, opts.jit_compile)
+      metrics, _ = evaluate(predictor, dataset, labels, processor.metric)
       results.update(_prefixed(metrics, suffix))
       if train_examples is not None and not processor.is_regression:
         logging.info("majority-class accuracy on dev%s: %.4f", suffix and f" {suffix}",
@@ -722,8 +739,7 @@ def run_classifier(opts):
     for suffix in _available(processor, opts.data_dir, "test"):
       examples = processor.examples(opts.data_dir, "test", suffix)
       dataset = inference_dataset(examples, encoder, processor.has_text_b, opts.predict_batch_size)
-      outputs, _ = predict_outputs(model, dataset, strategy, processor.is_regression,
-                                   opts.jit_compile)
+      outputs, _ = predictor(dataset)
       name = f"test_results_{suffix}.tsv" if suffix else "test_results.tsv"
       write_test_results(os.path.join(opts.output_dir, name), outputs)
       logging.info("Wrote %d predictions to %s", len(outputs), name)

@@ -114,3 +114,180 @@ def test_dataset_features_match_the_original_conversion(data_dir, full_tokenizer
       assert got["input_ids"][i].tolist() == ids, e
       assert got["input_mask"][i].tolist() == mask
       assert got["segment_ids"][i].tolist() == segments
+
+
+# ---------------------------------------------------------------------------------------------
+# A whole in-process run: generic pair task, encoder from the original TF1 checkpoint, export
+# ---------------------------------------------------------------------------------------------
+
+TF1_DIR = os.path.join(os.path.dirname(VOCAB), "..", "google_reference", "tf1_checkpoint")
+
+
+def _sentiment_rows(data_dir, split, n):
+  with open(os.path.join(data_dir, "sentiment", f"{split}.tsv"), encoding="utf-8") as f:
+    return [line.rstrip("\n").split("\t") for line in f][1:n + 1]
+
+
+def _small_vocab(path, texts, size):
+  """A WordPiece vocab of `size` entries for these texts: specials, characters, frequent words."""
+  import collections
+  import re
+  words = collections.Counter(w for t in texts for w in re.findall(r"\w+|[^\w\s]", t.lower()))
+  chars = sorted({c for w in words for c in w})
+  vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + ["##" + c for c in chars]
+  vocab += [w for w, _ in words.most_common() if w not in vocab][:size - len(vocab)]
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("\n".join(vocab[:size]) + "\n")
+
+
+@pytest.fixture(scope="module")
+def pair_run(tmp_path_factory):
+  """Fine-tunes a generic CSV pair task from the TF1 reference checkpoint, evaluates, predicts,
+  exports. Tiny learning rate: the encoder weights stay within 1e-4 of the checkpoint."""
+  import csv
+
+  from bert_tf.classification import RunOptions, run_classifier
+  data = os.path.join(os.path.dirname(VOCAB), "..")
+  root = tmp_path_factory.mktemp("pair_run")
+  rows = _sentiment_rows(data, "train", 120)
+  splits = {"train": rows[:64], "dev": rows[64:88], "test": rows[88:108]}
+  for split, part in splits.items():
+    with open(root / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
+      writer = csv.writer(f)
+      writer.writerow(["premise", "hypothesis"] + (["verdict"] if split != "test" else []))
+      for i, (text, label) in enumerate(part):
+        extra = [] if split == "test" else [{"0": "neg", "1": "pos"}[label]]
+        writer.writerow([text, part[(i + 1) % len(part)][0]] + extra)
+  _small_vocab(str(root / "vocab.txt"), [r[0] for r in rows], 512)
+  opts = RunOptions(
+      task_name="generic", data_dir=str(root), vocab_file=str(root / "vocab.txt"),
+      output_dir=str(root / "out"), bert_config_file=os.path.join(TF1_DIR, "bert_config.json"),
+      init_checkpoint=TF1_DIR, max_seq_length=32, do_train=True, do_eval=True, do_predict=True,
+      train_batch_size=8, eval_batch_size=8, predict_batch_size=8, learning_rate=1e-6,
+      num_train_epochs=1.0, save_checkpoints_steps=4, text_a_column="premise",
+      text_b_column="hypothesis", label_column="verdict", export_dir=str(root / "export"))
+  results = run_classifier(opts)
+  return root, opts, results, splits
+
+
+def test_pair_run_writes_results_labels_and_checkpoints(pair_run):
+  root, opts, results, splits = pair_run
+  from bert_tf.classifier_data import load_labels
+  written = cls.read_eval_results(os.path.join(opts.output_dir, "eval_results.txt"))
+  assert set(written) == {"eval_accuracy", "eval_loss", "global_step", "loss"}
+  assert written["global_step"] == 64 // 8 and written == pytest.approx(results)
+  assert 0.0 <= written["eval_accuracy"] <= 1.0 and written["eval_loss"] > 0
+  assert load_labels(os.path.join(opts.output_dir, "labels.json"))["labels"] == ["neg", "pos"]
+  probs = np.loadtxt(os.path.join(opts.output_dir, "test_results.tsv"), delimiter="\t")
+  assert probs.shape == (len(splits["test"]), 2)  # 20 rows: the padded last batch is dropped
+  np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+  assert tf.train.latest_checkpoint(opts.output_dir).endswith("ckpt-8")
+  assert os.path.exists(os.path.join(opts.output_dir, "ckpt-4.index"))
+
+
+def test_encoder_comes_from_the_tf1_checkpoint(pair_run):
+  _, opts, _, _ = pair_run
+  from bert_tf.configs import BertConfig
+  from bert_tf.modeling import BertClassifier
+  model = BertClassifier(BertConfig.from_json_file(opts.bert_config_file), 2)
+  model({k: tf.zeros([1, 4], tf.int32) for k in ("input_ids", "input_mask", "segment_ids")})
+  embedding = [w for w in model.encoder.weights if "word_embeddings" in w.path][0]
+  before = embedding.numpy().copy()
+  tf.train.Checkpoint(model=model).restore(
+      tf.train.latest_checkpoint(opts.output_dir)).expect_partial()
+  original = tf.train.load_variable(os.path.join(TF1_DIR, "bert_model.ckpt"),
+                                    "bert/embeddings/word_embeddings")
+  np.testing.assert_allclose(embedding.numpy(), original, atol=1e-4)  # 8 steps at lr 1e-6
+  assert np.abs(before - original).max() > 1e-2  # a random init would not pass
+
+
+def test_export_in_a_fresh_process_matches_the_in_process_model(pair_run):
+  import json
+  import subprocess
+  import sys
+  root, opts, _, splits = pair_run
+  texts_a = [t for t, _ in splits["test"]]
+  texts_b = [splits["test"][(i + 1) % len(texts_a)][0] for i in range(len(texts_a))]
+  script = (
+      "import json, sys\n"
+      "import tensorflow as tf, tensorflow_text  # registers the tokenizer ops\n"
+      "a, b = json.load(sys.stdin)\n"
+      f"m = tf.saved_model.load({opts.export_dir!r})\n"
+      "out = m.signatures['serving_default'](text_a=tf.constant(a), text_b=tf.constant(b))\n"
+      "print(json.dumps({k: v.numpy().tolist() for k, v in out.items() if k != 'label'} | "
+      "{'label': [s.decode() for s in out['label'].numpy()]}))\n")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  proc = subprocess.run([sys.executable, "-c", script], input=json.dumps([texts_a, texts_b]),
+                        capture_output=True, text=True, env=env, timeout=240, cwd=str(root))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  served = json.loads(proc.stdout.strip().splitlines()[-1])
+  in_process = np.loadtxt(os.path.join(opts.output_dir, "test_results.tsv"), delimiter="\t")
+  np.testing.assert_allclose(np.array(served["probabilities"]), in_process, atol=1e-5)
+  assert served["label_id"] == np.argmax(in_process, axis=1).tolist()
+  assert served["label"] == [["neg", "pos"][i] for i in served["label_id"]]
+  with open(os.path.join(opts.export_dir, "assets.extra", "labels.json")) as f:
+    info = json.load(f)
+  assert info["labels"] == ["neg", "pos"] and info["inputs"] == ["text_a", "text_b"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line, end to end on a slice of the bundled sentiment data
+# ---------------------------------------------------------------------------------------------
+
+TINY_CONFIG = {"vocab_size": 30522, "hidden_size": 16, "num_hidden_layers": 1,
+               "num_attention_heads": 2, "intermediate_size": 32, "hidden_act": "gelu",
+               "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+               "max_position_embeddings": 32, "type_vocab_size": 2, "initializer_range": 0.02}
+
+
+def _run_cli(repo_root, args, cwd):
+  import subprocess
+  import sys
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run([sys.executable, os.path.join(repo_root, "run_classifier.py")] + args,
+                        capture_output=True, text=True, env=env, timeout=300, cwd=cwd)
+
+
+def _sentiment_slice(data_dir, root, sizes):
+  os.makedirs(root, exist_ok=True)
+  for split, n in sizes.items():
+    with open(os.path.join(data_dir, "sentiment", f"{split}.tsv"), encoding="utf-8") as f:
+      lines = f.readlines()[:n + 1]  # header + n rows
+    with open(os.path.join(root, f"{split}.tsv"), "w", encoding="utf-8") as f:
+      f.writelines(lines)
+
+
+def test_run_classifier_cli_end_to_end(tmp_path, data_dir, repo_root):
+  import json
+  _sentiment_slice(data_dir, str(tmp_path / "data"), {"train": 96, "dev": 40, "test": 30})
+  (tmp_path / "bert_config.json").write_text(json.dumps(TINY_CONFIG))
+  out = tmp_path / "out"
+  proc = _run_cli(repo_root, [
+      "--task_name=sst-2", f"--data_dir={tmp_path / 'data'}", f"--vocab_file={VOCAB}",
+      f"--bert_config_file={tmp_path / 'bert_config.json'}", "--do_train", "--do_eval",
+      "--do_predict", f"--output_dir={out}", "--max_seq_length=24", "--train_batch_size=16",
+      "--eval_batch_size=16", "--predict_batch_size=16", "--num_train_epochs=1",
+      "--learning_rate=1e-3", "--save_checkpoints_steps=100"], cwd=str(tmp_path))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  results = cls.read_eval_results(str(out / "eval_results.txt"))
+  assert results["global_step"] == 96 // 16
+  assert {"eval_accuracy", "eval_loss", "loss"} <= set(results)
+  rows = (out / "test_results.tsv").read_text().splitlines()
+  assert len(rows) == 30 and all(len(r.split("\t")) == 2 for r in rows)
+  assert os.path.exists(out / "ckpt-6.index") and os.listdir(out / "eval")
+  assert json.loads((out / "labels.json").read_text())["labels"] == ["0", "1"]
+
+
+def test_run_classifier_cli_reports_a_bad_line_on_one_line(tmp_path, repo_root):
+  (tmp_path / "data").mkdir()
+  (tmp_path / "data" / "train.tsv").write_text("sentence\tlabel\ngood\t1\nbad\trow\t0\n")
+  (tmp_path / "bert_config.json").write_text(__import__("json").dumps(TINY_CONFIG))
+  proc = _run_cli(repo_root, [
+      "--task_name=sst-2", f"--data_dir={tmp_path / 'data'}", f"--vocab_file={VOCAB}",
+      f"--bert_config_file={tmp_path / 'bert_config.json'}", "--do_train",
+      "--max_seq_length=24", f"--output_dir={tmp_path / 'out'}"], cwd=str(tmp_path))
+  assert proc.returncode == 2
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+  assert errors == [f"error: {tmp_path / 'data' / 'train.tsv'}:3: expected 2 tab-separated "
+                    "fields, found 3"], proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr
