@@ -237,12 +237,15 @@ class BeamJobRunner:
 
   Args:
     pipeline_args: standard Beam pipeline options, e.g. ["--runner=DataflowRunner",
-      "--project=p", "--region=r", "--temp_location=gs://b/tmp"]. Without `--runner`, the
-      DirectRunner runs the pipeline in this machine.
+      "--project=p", "--region=r", "--temp_location=gs://b/tmp"]. Without `--runner`, Beam's
+      Python local runner (FnApiRunner, what DirectRunner falls back to) runs the pipeline on this
+      machine; unlike `--runner=DirectRunner` it never tries to download the Prism runner binary.
   """
 
   def __init__(self, pipeline_args=()):
     self.pipeline_args = list(pipeline_args)
+    if not any(a == "--runner" or a.startswith("--runner=") for a in self.pipeline_args):
+      self.pipeline_args.insert(0, "--runner=FnApiRunner")
 
   def __call__(self, config, temp_outputs):
     """Writes the complete output files at `temp_outputs`; returns a `pretraining_job.JobSummary`."""
@@ -254,7 +257,7 @@ class BeamJobRunner:
     start = time.time()
     work_dir = f"{temp_outputs[0]}.beam-work"
     options = PipelineOptions(self.pipeline_args)
-    logging.info("Beam pipeline options: %s", " ".join(self.pipeline_args) or "(DirectRunner defaults)")
+    logging.info("Beam pipeline options: %s", " ".join(self.pipeline_args))
     try:
       pipeline = beam.Pipeline(options=options)
       build_pipeline(pipeline, config, temp_outputs, work_dir)
@@ -262,7 +265,8 @@ class BeamJobRunner:
         pipeline.run().wait_until_finish()
       except UsageError as e:
         # Beam adds the failing stage to the message; the first line is the user's error.
-        raise UsageError(str(e).strip().splitlines()[0]) from None
+        message = str(e).strip().splitlines()[0]
+        raise UsageError(message.split(" [while running ")[0]) from None
       with _open(f"{work_dir}/summary.json") as f:
         summary = json.loads(f.read().decode("utf-8"))
     finally:
