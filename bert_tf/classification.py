@@ -355,7 +355,7 @@ class FineTuner:
       if step - last_log >= log_steps or step >= num_train_steps:
         elapsed = max(time.time() - last_time, 1e-9)
         rate = (step - last_log) * self.global_batch_size / elapsed
-        lr = float(self._learning_rate(step))
+        lr = float(self._learning_rate())
         logging.info("step %d/%d  loss %.4f  lr %.3g  %.1f examples/s", step, num_train_steps,
                      loss, lr, rate)
         if writer is not None:
@@ -372,11 +372,9 @@ class FineTuner:
       writer.flush()
     return loss
 
-  def _learning_rate(self, step):
+  def _learning_rate(self):
+    """The schedule's value at the optimizer's current step."""
     optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
-    schedule = optimizer._learning_rate if hasattr(optimizer, "_learning_rate") else None
-    if callable(schedule):
-      return schedule(step)
     return optimizer.learning_rate
 
 
@@ -639,10 +637,8 @@ def _restore_or_initialize(opts, checkpoint, manager, model):
   if opts.init_checkpoint:
     from bert_tf.checkpoints import init_from_checkpoint
     logging.info("Initializing the encoder from %s", opts.init_checkpoint)
-    info = init_from_checkpoint(model, opts.init_checkpoint,
-                                config_source=opts.bert_config_file or "the bert config")
-    logging.info("Loaded %s from the %s checkpoint %s", ", ".join(info["loaded"]), info["format"],
-                 info["checkpoint"])
+    init_from_checkpoint(model, opts.init_checkpoint,
+                         config_source=opts.bert_config_file or "the bert config")
     return "initialized"
   logging.warning("No --init_checkpoint: the encoder starts from random weights")
   return "random"
