@@ -23,13 +23,20 @@ def _float32_policy_after_each_test():
   keras.mixed_precision.set_global_policy("float32")
 
 
-@pytest.fixture
-def records(tmp_path):
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
   """Two shards (24 examples, a manifest each) and a held-out file."""
-  paths = [td.write_tfrecord(str(tmp_path / f"train-{i}.tfrecord"), td.make_records(12, seed=i))
+  folder = tmp_path_factory.mktemp("records")
+  paths = [td.write_tfrecord(str(folder / f"train-{i}.tfrecord"), td.make_records(12, seed=i))
            for i in range(2)]
-  held_out = td.write_tfrecord(str(tmp_path / "eval.tfrecord"), td.make_records(16, seed=9))
+  held_out = td.write_tfrecord(str(folder / "eval.tfrecord"), td.make_records(16, seed=9))
   return ",".join(paths), held_out
+
+
+@pytest.fixture(scope="module")
+def reference_run(records, tmp_path_factory):
+  """One device, float32, no XLA, global batch 8, 4 steps: what the equivalence tests compare to."""
+  return _train(tmp_path_factory.mktemp("reference"), records[0])
 
 
 def _params(output_dir, input_file, **overrides):
@@ -92,29 +99,29 @@ def test_loss_goes_down_on_the_bundled_corpus(tmp_path, data_dir):
   assert os.listdir(tmp_path / "after" / "train") and os.listdir(tmp_path / "after" / "eval")
 
 
-def test_mirrored_on_two_devices_matches_one_device(tmp_path, records):
+def test_mirrored_on_two_devices_matches_one_device(tmp_path, records, reference_run):
   if len(tf.config.list_logical_devices("CPU")) < 2:
     pytest.fail("conftest should provide two logical CPU devices")
   mirrored = training.create_strategy("mirrored", devices=["/cpu:0", "/cpu:1"])
   assert mirrored.num_replicas_in_sync == 2
-  one_losses, one_weights = _train(tmp_path / "one", records[0])
-  two_losses, two_weights = _train(tmp_path / "two", records[0], strategy=mirrored)
+  one_losses, one_weights = reference_run
+  two_losses, two_weights = _train(tmp_path, records[0], strategy=mirrored)
   assert len(one_losses) == 4
   np.testing.assert_allclose(two_losses, one_losses, rtol=1e-5)
   _assert_same_weights(two_weights, one_weights, rtol=1e-4, atol=1e-6)
 
 
-def test_accumulating_k_batches_of_b_matches_one_batch_of_k_times_b(tmp_path, records):
-  big_losses, big_weights = _train(tmp_path / "big", records[0], train_batch_size=8)
-  acc_losses, acc_weights = _train(tmp_path / "acc", records[0], train_batch_size=2,
+def test_accumulating_k_batches_of_b_matches_one_batch_of_k_times_b(tmp_path, records, reference_run):
+  big_losses, big_weights = reference_run  # batch 8
+  acc_losses, acc_weights = _train(tmp_path, records[0], train_batch_size=2,
                                    gradient_accumulation_steps=4)
   np.testing.assert_allclose(acc_losses, big_losses, rtol=1e-5)
   _assert_same_weights(acc_weights, big_weights, rtol=1e-4, atol=1e-6)
 
 
-def test_xla_on_and_off_match(tmp_path, records):
-  off_losses, off_weights = _train(tmp_path / "off", records[0], jit_compile=False)
-  on_losses, on_weights = _train(tmp_path / "on", records[0], jit_compile=True)
+def test_xla_on_and_off_match(tmp_path, records, reference_run):
+  off_losses, off_weights = reference_run
+  on_losses, on_weights = _train(tmp_path, records[0], jit_compile=True)
   np.testing.assert_allclose(on_losses, off_losses, rtol=1e-4)
   _assert_same_weights(on_weights, off_weights, rtol=1e-3, atol=1e-5)
 
@@ -133,8 +140,8 @@ def test_low_precision_policies_learn(tmp_path, records, precision):
 
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path, records, monkeypatch):
-  # Dropout on, 11 steps crossing several epochs (24 examples, batch 8), checkpoints every 3 steps.
-  common = dict(bert_config=td.tiny_config(dropout=0.1), num_train_steps=11, save_checkpoints_steps=3,
+  # Dropout on, 8 steps crossing epochs (24 examples, batch 8), checkpoints every 3 steps.
+  common = dict(bert_config=td.tiny_config(dropout=0.1), num_train_steps=8, save_checkpoints_steps=3,
                 steps_per_loop=2)
   full_losses, full_weights = _train(tmp_path / "full", records[0], **common)
 
@@ -142,30 +149,30 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, records, monkeypatch):
 
   def save_then_die(keeper, step):
     path = save(keeper, step)
-    if step == 6:
-      raise KeyboardInterrupt("killed after the step-6 checkpoint")
+    if step == 3:
+      raise KeyboardInterrupt("killed after the step-3 checkpoint")
     return path
 
   monkeypatch.setattr(training.CheckpointKeeper, "save", save_then_die)
   with pytest.raises(KeyboardInterrupt):
     _train(tmp_path / "killed", records[0], **common)
   monkeypatch.setattr(training.CheckpointKeeper, "save", save)
-  assert tf.train.latest_checkpoint(str(tmp_path / "killed")).endswith("ckpt-6")
+  assert tf.train.latest_checkpoint(str(tmp_path / "killed")).endswith("ckpt-3")
   resumed_losses, resumed_weights = _train(tmp_path / "killed", records[0], **common)
 
-  assert _logged(tmp_path / "killed", "step") == _logged(tmp_path / "full", "step") == [2, 3, 5, 6, 8, 9, 11]
+  assert _logged(tmp_path / "killed", "step") == _logged(tmp_path / "full", "step") == [2, 3, 5, 6, 8]
   np.testing.assert_array_equal(resumed_losses, full_losses)
   _assert_same_weights(resumed_weights, full_weights, rtol=0, atol=0)
   reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / "killed")))
-  assert reader.get_tensor("global_step/.ATTRIBUTES/VARIABLE_VALUE") == 11
+  assert reader.get_tensor("global_step/.ATTRIBUTES/VARIABLE_VALUE") == 8
 
 
 def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path, records):
-  _train(tmp_path, records[0], num_train_steps=4, save_checkpoints_steps=2)
+  _train(tmp_path, records[0], num_train_steps=2, save_checkpoints_steps=2)
   poisoned = td.write_tfrecord(str(tmp_path / "nan.tfrecord"), td.make_records(8, nan_weights=True))
-  with pytest.raises(training.TrainingDivergedError, match=r"nan at step 5.*ckpt-4"):
-    _train(tmp_path, poisoned, num_train_steps=8, save_checkpoints_steps=2)
-  assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-4")
+  with pytest.raises(training.TrainingDivergedError, match=r"nan at step 3.*ckpt-2"):
+    _train(tmp_path, poisoned, num_train_steps=6, save_checkpoints_steps=6, steps_per_loop=3)
+  assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-2")
 
 
 def test_step_clips_the_global_norm_after_the_replica_sum(tmp_path, records):
