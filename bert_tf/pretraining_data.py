@@ -232,6 +232,24 @@ def create_instances(documents, shard_index, options, tables):
   return ShardInstances(documents, tables, options, *arrays)
 
 
+def warm_up():
+  """Loads (or compiles) the compiled code on a tiny shard.
+
+  Numba's work here is mostly outside the GIL, so running this in a thread while TensorFlow and the
+  tokenizer load hides most of its cost.
+  """
+  vocab = {token: i for i, token in enumerate(["[PAD]", "[CLS]", "[SEP]", "[MASK]", "a", "##b", "c", "d"])}
+  documents = Documents(tokens=np.array([4, 5, 6, 7, 4, 6], np.int32),
+                        sentence_starts=np.array([0, 2, 4, 6], np.int64),
+                        document_starts=np.array([0, 2, 3], np.int64))
+  for whole_word in (False, True):
+    options = InstanceOptions(max_seq_length=8, max_predictions_per_seq=2, dupe_factor=1,
+                              do_whole_word_mask=whole_word)
+    shard = create_instances(documents, 0, options, VocabTables.from_vocab(vocab))
+    for _ in shard.framed_record_chunks():
+      pass
+
+
 # ----------------------------------------------------------------------------------------------
 # Compiled core. Variable names follow the original's where one exists.
 
@@ -315,29 +333,29 @@ def _mask_instance(state, tokens, a_start, a_length, b_start, b_length, max_pred
 
 
 @numba.njit(cache=True)
-def _grow(capacity, a_start, a_length, b_start, b_length, is_random_next, num_masked, masked_positions,
-          masked_tokens):
+def _allocate(capacity, max_predictions):
+  """Instance arrays for `capacity` instances, in `ShardInstances` field order."""
+  return (np.empty(capacity, np.int64), np.empty(capacity, np.int32),   # a_start, a_length
+          np.empty(capacity, np.int64), np.empty(capacity, np.int32),   # b_start, b_length
+          np.empty(capacity, np.uint8), np.empty(capacity, np.int32),   # is_random_next, num_masked
+          np.zeros((capacity, max_predictions), np.int32),              # masked_positions
+          np.zeros((capacity, max_predictions), np.int32))              # masked_tokens
+
+
+@numba.njit(cache=True)
+def _grow(a_start, a_length, b_start, b_length, is_random_next, num_masked, masked_positions, masked_tokens):
   """Doubles the instance arrays' capacity, keeping their contents."""
-  new_capacity = capacity * 2
-  max_predictions = masked_positions.shape[1]
-  n_a_start = np.empty(new_capacity, np.int64)
-  n_a_length = np.empty(new_capacity, np.int32)
-  n_b_start = np.empty(new_capacity, np.int64)
-  n_b_length = np.empty(new_capacity, np.int32)
-  n_is_random = np.empty(new_capacity, np.uint8)
-  n_num_masked = np.empty(new_capacity, np.int32)
-  n_positions = np.zeros((new_capacity, max_predictions), np.int32)
-  n_tokens = np.zeros((new_capacity, max_predictions), np.int32)
-  n_a_start[:capacity] = a_start
-  n_a_length[:capacity] = a_length
-  n_b_start[:capacity] = b_start
-  n_b_length[:capacity] = b_length
-  n_is_random[:capacity] = is_random_next
-  n_num_masked[:capacity] = num_masked
-  n_positions[:capacity] = masked_positions
-  n_tokens[:capacity] = masked_tokens
-  return (new_capacity, n_a_start, n_a_length, n_b_start, n_b_length, n_is_random, n_num_masked,
-          n_positions, n_tokens)
+  capacity = a_start.shape[0]
+  bigger = _allocate(2 * capacity, masked_positions.shape[1])
+  bigger[0][:capacity] = a_start
+  bigger[1][:capacity] = a_length
+  bigger[2][:capacity] = b_start
+  bigger[3][:capacity] = b_length
+  bigger[4][:capacity] = is_random_next
+  bigger[5][:capacity] = num_masked
+  bigger[6][:capacity] = masked_positions
+  bigger[7][:capacity] = masked_tokens
+  return bigger
 
 
 @numba.njit(cache=True)
@@ -350,15 +368,10 @@ def _create_instances(tokens, sentence_starts, document_starts, state, max_seq_l
   doc_order = pyrandom.permutation(state, num_documents)
   max_num_tokens = max_seq_length - 3
 
+  # A first guess of the instance count; the arrays double when it is exceeded.
   capacity = max(16, (tokens.shape[0] // max(1, max_num_tokens) + num_documents) * dupe_factor)
-  a_start = np.empty(capacity, np.int64)
-  a_length = np.empty(capacity, np.int32)
-  b_start = np.empty(capacity, np.int64)
-  b_length = np.empty(capacity, np.int32)
-  is_random_next = np.empty(capacity, np.uint8)
-  num_masked = np.empty(capacity, np.int32)
-  masked_positions = np.zeros((capacity, max_predictions), np.int32)
-  masked_tokens = np.zeros((capacity, max_predictions), np.int32)
+  (a_start, a_length, b_start, b_length, is_random_next, num_masked, masked_positions,
+   masked_tokens) = _allocate(capacity, max_predictions)
   count = 0
 
   cand_positions = np.empty(max_seq_length, np.int64)
@@ -426,10 +439,10 @@ def _create_instances(tokens, sentence_starts, document_starts, state, max_seq_l
                 span_b_start += 1
               span_b_length -= 1
 
-          if count == capacity:
-            (capacity, a_start, a_length, b_start, b_length, is_random_next, num_masked, masked_positions,
-             masked_tokens) = _grow(capacity, a_start, a_length, b_start, b_length, is_random_next,
-                                    num_masked, masked_positions, masked_tokens)
+          if count == a_start.shape[0]:
+            (a_start, a_length, b_start, b_length, is_random_next, num_masked, masked_positions,
+             masked_tokens) = _grow(a_start, a_length, b_start, b_length, is_random_next, num_masked,
+                                    masked_positions, masked_tokens)
           a_start[count] = span_a_start
           a_length[count] = span_a_length
           b_start[count] = span_b_start

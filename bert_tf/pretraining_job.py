@@ -90,7 +90,12 @@ class _ShardBuilder:
   """Per-process state of a worker: the tokenizer and vocab tables, built once."""
 
   def __init__(self, vocab_file, do_lower_case, options):
-    self.tokenizer = _tokenizer(vocab_file, do_lower_case)
+    warm_up = threading.Thread(target=pretraining_data.warm_up, name="numba-warm-up", daemon=True)
+    warm_up.start()
+    try:
+      self.tokenizer = _tokenizer(vocab_file, do_lower_case)
+    finally:
+      warm_up.join()
     self.tables = pretraining_data.VocabTables.from_vocab(self.tokenizer.vocab, vocab_file)
     self.vocab_size = self.tokenizer.vocab_size
     self.options = options
