@@ -317,7 +317,8 @@ class _NormalizerGraph(tf.Module):
 
 @functools.lru_cache(maxsize=2)
 def _normalizer_graph(do_lower_case):
-  return _NormalizerGraph(do_lower_case)
+  with tf.init_scope():  # eager constants, even when first needed while tracing a function
+    return _NormalizerGraph(do_lower_case)
 
 
 class _TokenizerGraph(tf.Module):
@@ -396,7 +397,8 @@ def _compiled_tokenizer(vocab, do_lower_case):
   key = (tuple(vocab.items()), bool(do_lower_case))
   compiled = _COMPILED_CACHE.pop(key, None)
   if compiled is None:
-    compiled = _Compiled(vocab, do_lower_case)
+    with tf.init_scope():  # eager constants, even when first needed while tracing a function
+      compiled = _Compiled(vocab, do_lower_case)
   _COMPILED_CACHE[key] = compiled
   while len(_COMPILED_CACHE) > _COMPILED_CACHE_SIZE:
     _COMPILED_CACHE.popitem(last=False)
