@@ -79,7 +79,7 @@ def iter_text_shards(input_files, shard_bytes):
       position = 0
       while True:
         try:
-          line = handle.readline(shard_bytes + 1)
+          line = _readline(handle, shard_bytes + 1)
         except (OSError, EOFError) as e:
           raise UsageError(f"{path}:{line_number + 1}: cannot read: {e}") from None
         if not line:
@@ -135,6 +135,14 @@ class _ShardBuilder:
   def build(self, index, input_bytes_done):
     return TextShard(index=index, data=b"".join(self.lines), num_lines=len(self.lines),
                      first_line=self.first_line, input_bytes_done=input_bytes_done)
+
+
+def _readline(handle, limit):
+  """One line of at most `limit` bytes (remote tf.io.gfile files read whole lines)."""
+  try:
+    return handle.readline(limit)
+  except TypeError:
+    return handle.readline()
 
 
 def _stored_size(path, fallback):

@@ -309,7 +309,9 @@ class RecordWriter:
   """
 
   def __init__(self, paths, compress=False):
-    self._files = [gzip.open(p, "wb", compresslevel=6) if compress else open(p, "wb") for p in paths]
+    self._raw = [_open_for_writing(p) for p in paths]
+    self._files = [gzip.GzipFile(fileobj=f, mode="wb", compresslevel=6) if compress else f
+                   for f in self._raw]
     self.counts = [0] * len(paths)
     self._next = 0
 
@@ -335,3 +337,13 @@ class RecordWriter:
   def close(self):
     for f in self._files:
       f.close()
+    for f in self._raw:
+      f.close()
+
+
+def _open_for_writing(path):
+  """A local file, or a tf.io.gfile file for remote paths (gs://, hdfs://, ...)."""
+  if "://" in path:
+    import tensorflow as tf
+    return tf.io.gfile.GFile(path, "wb")
+  return open(path, "wb")
