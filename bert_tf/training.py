@@ -38,7 +38,9 @@ def create_strategy(distribution_strategy="auto", tpu=None, devices=None):
     A `tf.distribute.Strategy`.
   """
   name = distribution_strategy
-  gpus = tf.config.list_logical_devices("GPU")
+  # Physical, not logical: listing logical devices initialises the runtime, after which
+  # MultiWorkerMirroredStrategy can no longer configure its collective ops.
+  gpus = tf.config.list_physical_devices("GPU")
   if name == "auto":
     if tpu:
       name = "tpu"
