@@ -422,7 +422,7 @@ class TrainLog:
         if key != "step":
           write_scalar_summary(key, value)
     self.writer.flush()
-    with open(self.path, "a", encoding="utf-8") as f:
+    with tf.io.gfile.GFile(self.path, "a") as f:  # gfile: output_dir may be gs:// (TPU)
       f.write(json.dumps(record, sort_keys=True) + "\n")
 
 
@@ -440,10 +440,10 @@ def write_scalar_summary(name, value):
 
 def _drop_log_lines_after(path, step):
   """On resume, forget log lines of steps the killed run did after its last checkpoint."""
-  if not os.path.exists(path):
+  if not tf.io.gfile.exists(path):
     return
-  with open(path, encoding="utf-8") as f:
-    lines = [line for line in f if line.strip()]
+  with tf.io.gfile.GFile(path, "r") as f:
+    lines = [line for line in f.read().splitlines(keepends=True) if line.strip()]
   kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
   if len(kept) != len(lines):
     atomic_write_text(path, "".join(kept))
