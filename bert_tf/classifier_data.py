@@ -339,6 +339,14 @@ def _glue(filename, text_a, text_b=None, label=None, has_header=True, num_fields
   return SplitFile(filename, has_header, col(text_a), col(text_b), col(label), num_fields)
 
 
+def _tsv_splits(text_a, text_b=None, label=None, test_text_a=None, test_text_b=None):
+  """(train, dev, test) for the usual `train.tsv`, `dev.tsv`, `test.tsv` with headers; the test
+  file has no label and may hold its texts in other columns."""
+  test_a, test_b = test_text_a or text_a, test_text_b or text_b
+  return (_glue("train.tsv", text_a, text_b, label), {"": _glue("dev.tsv", text_a, text_b, label)},
+          {"": _glue("test.tsv", test_a, test_b)})
+
+
 class ColaProcessor(DataProcessor):
   """CoLA: train/dev have no header (source, label, original label, sentence); test has one."""
   name = "cola"
@@ -365,10 +373,7 @@ class MrpcProcessor(DataProcessor):
   """MRPC: Quality, #1 ID, #2 ID, #1 String, #2 String."""
   name = "mrpc"
   labels = ("0", "1")
-  _pair = (("#1 String", 3), ("#2 String", 4))
-  train = _glue("train.tsv", *_pair, label=("Quality", 0))
-  dev = {"": _glue("dev.tsv", *_pair, label=("Quality", 0))}
-  test = {"": _glue("test.tsv", *_pair)}
+  train, dev, test = _tsv_splits(("#1 String", 3), ("#2 String", 4), label=("Quality", 0))
   metric = "f1_accuracy"
 
 
@@ -399,19 +404,14 @@ class Sst2Processor(DataProcessor):
   """SST-2: sentence, label (test: index, sentence)."""
   name = "sst-2"
   labels = ("0", "1")
-  train = _glue("train.tsv", ("sentence", 0), label=("label", 1))
-  dev = {"": _glue("dev.tsv", ("sentence", 0), label=("label", 1))}
-  test = {"": _glue("test.tsv", ("sentence", 1))}
+  train, dev, test = _tsv_splits(("sentence", 0), label=("label", 1), test_text_a=("sentence", 1))
 
 
 class QnliProcessor(DataProcessor):
   """QNLI: index, question, sentence, label."""
   name = "qnli"
   labels = ("entailment", "not_entailment")
-  _pair = (("question", 1), ("sentence", 2))
-  train = _glue("train.tsv", *_pair, label=("label", -1))
-  dev = {"": _glue("dev.tsv", *_pair, label=("label", -1))}
-  test = {"": _glue("test.tsv", *_pair)}
+  train, dev, test = _tsv_splits(("question", 1), ("sentence", 2), label=("label", -1))
 
 
 class QqpProcessor(DataProcessor):
@@ -421,10 +421,8 @@ class QqpProcessor(DataProcessor):
   """
   name = "qqp"
   labels = ("0", "1")
-  _pair = (("question1", 3), ("question2", 4))
-  train = _glue("train.tsv", *_pair, label=("is_duplicate", 5))
-  dev = {"": _glue("dev.tsv", *_pair, label=("is_duplicate", 5))}
-  test = {"": _glue("test.tsv", ("question1", 1), ("question2", 2))}
+  train, dev, test = _tsv_splits(("question1", 3), ("question2", 4), label=("is_duplicate", 5),
+                                 test_text_a=("question1", 1), test_text_b=("question2", 2))
   metric = "f1_accuracy"
   skip_malformed = True
 
@@ -433,10 +431,7 @@ class RteProcessor(DataProcessor):
   """RTE: index, sentence1, sentence2, label."""
   name = "rte"
   labels = ("entailment", "not_entailment")
-  _pair = (("sentence1", 1), ("sentence2", 2))
-  train = _glue("train.tsv", *_pair, label=("label", -1))
-  dev = {"": _glue("dev.tsv", *_pair, label=("label", -1))}
-  test = {"": _glue("test.tsv", *_pair)}
+  train, dev, test = _tsv_splits(("sentence1", 1), ("sentence2", 2), label=("label", -1))
 
 
 class WnliProcessor(RteProcessor):
@@ -449,10 +444,7 @@ class StsbProcessor(DataProcessor):
   """STS-B: regression on `score` (0-5), sentence1/sentence2 at columns 7, 8."""
   name = "sts-b"
   is_regression = True
-  _pair = (("sentence1", 7), ("sentence2", 8))
-  train = _glue("train.tsv", *_pair, label=("score", -1))
-  dev = {"": _glue("dev.tsv", *_pair, label=("score", -1))}
-  test = {"": _glue("test.tsv", *_pair)}
+  train, dev, test = _tsv_splits(("sentence1", 7), ("sentence2", 8), label=("score", -1))
   metric = "correlation"
 
 
