@@ -60,6 +60,44 @@ def test_result_files_are_written_as_the_original(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ["eval_results.txt", "test_results.tsv"]  # no temp files
 
 
+def test_two_replica_step_equals_one_device_step():
+  """Mirrored training sums gradients over replicas before clipping: same weights as one device."""
+  import keras
+
+  from bert_tf.configs import BertConfig
+  from bert_tf.modeling import BertClassifier
+  cpus = tf.config.list_logical_devices("CPU")
+  assert len(cpus) >= 2, "tests/conftest.py should split the CPU into two logical devices"
+  config = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=32, hidden_dropout_prob=0.0,
+                      attention_probs_dropout_prob=0.0, max_position_embeddings=16,
+                      type_vocab_size=2)
+  rng = np.random.default_rng(3)
+  features = {"input_ids": tf.constant(rng.integers(1, 40, (8, 8)), tf.int32),
+              "input_mask": tf.ones([8, 8], tf.int32), "segment_ids": tf.zeros([8, 8], tf.int32)}
+  labels = tf.constant(rng.integers(0, 3, 8), tf.int32)
+  initial, trained = None, []
+  for strategy in (tf.distribute.OneDeviceStrategy(cpus[0].name),
+                   tf.distribute.MirroredStrategy([cpus[0].name, cpus[1].name])):
+    with strategy.scope():
+      model = BertClassifier(config, 3)
+      model(features)
+      if initial is None:
+        initial = model.get_weights()
+      model.set_weights(initial)
+      optimizer = keras.optimizers.SGD(learning_rate=1.0)  # no Adam normalisation: scale shows
+      optimizer.build(model.trainable_variables)
+    # clip_norm small: clipping each replica's half gradient separately would give other weights.
+    tuner = cls.FineTuner(model, optimizer, strategy, False, 8, clip_norm=0.05)
+    data = tf.data.Dataset.from_tensors((features, labels)).repeat()
+    tuner.make_train_function()(iter(strategy.experimental_distribute_dataset(data)), tf.constant(2))
+    assert int(optimizer.iterations.numpy()) == 2
+    trained.append(model.get_weights())
+  for one, two, start in zip(*trained, initial):
+    np.testing.assert_allclose(two, one, atol=2e-6)
+  assert any(np.abs(one - start).max() > 1e-3 for one, start in zip(trained[0], initial))
+
+
 # ---------------------------------------------------------------------------------------------
 # Tokenization in tf.data = FullTokenizer + the original's convert_single_example
 # ---------------------------------------------------------------------------------------------
