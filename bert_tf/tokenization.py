@@ -300,7 +300,8 @@ class _NormalizerGraph(tf.Module):
     out = tf.cond(tf.reduce_any(length > 1), lambda: scatter_long_replacements(out),
                   lambda: out)
     out_splits = tf.gather(tf.concat([[0], out_end], 0), chars.row_splits)  # [batch + 1]
-    return tf.RaggedTensor.from_row_splits(out[:total], tf.cast(out_splits, tf.int64))
+    return tf.RaggedTensor.from_row_splits(out[:total], tf.cast(out_splits, tf.int64),
+                                           validate=False)
 
   def word_strings(self, texts):
     """Basic tokenization (the original's BasicTokenizer): texts -> words.
@@ -312,8 +313,8 @@ class _NormalizerGraph(tf.Module):
     """
     per_line = self._normalize(texts)  # [batch, (normalised code points)]
     joined = tf.strings.unicode_encode(per_line, "UTF-8")  # [batch], words separated by spaces
-    pieces = tf.strings.split(joined, sep=" ")  # [batch, (pieces)], empty between two spaces
-    return tf.ragged.boolean_mask(pieces, tf.strings.length(pieces) > 0)
+    # Split on runs of ASCII whitespace; the only one left after normalisation is the space.
+    return tf.strings.split(joined)  # [batch, (words)]
 
 @functools.lru_cache(maxsize=2)
 def _normalizer_graph(do_lower_case):
@@ -369,9 +370,15 @@ class _TokenizerGraph(tf.Module):
 
 
 def _trace_for_batches(fn):
-  """`fn` traced once for a batch of strings [None] (a concrete function: cheap to call)."""
+  """`fn` (texts -> RaggedTensor [batch, (n)]) traced once for a batch of strings [None], as a
+  concrete function returning (flat values [total], row splits [batch + 1]): cheap to call."""
+
+  def flat(texts):
+    rt = fn(texts)
+    return rt.flat_values, rt.row_splits
+
   spec = [tf.TensorSpec([None], tf.string)]
-  return tf.function(fn, input_signature=spec, autograph=False).get_concrete_function()
+  return tf.function(flat, input_signature=spec, autograph=False).get_concrete_function()
 
 
 @functools.lru_cache(maxsize=2)
@@ -444,8 +451,8 @@ def _in_batches(texts, fn):
   """Runs `fn` on slices of `texts`; yields (flat values numpy, row splits list) per slice."""
   texts = list(texts)
   for start in range(0, len(texts), _BATCH_LINES):
-    rt = fn(_as_text_batch(texts[start:start + _BATCH_LINES]))
-    yield rt.flat_values.numpy(), rt.row_splits.numpy().tolist()
+    values, splits = fn(_as_text_batch(texts[start:start + _BATCH_LINES]))
+    yield values.numpy(), splits.numpy().tolist()
 
 
 class BasicTokenizer:
