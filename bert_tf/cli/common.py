@@ -29,7 +29,8 @@ def define_runtime_flags():
   flags.DEFINE_bool("jit_compile", False, "Compile the training and evaluation steps with XLA.")
   flags.DEFINE_integer(
       "steps_per_loop", 1, "Training steps run inside one tf.function call (fewer host round "
-      "trips); logging and checkpoint steps are rounded to its multiples.")
+      "trips). Checkpoints still land exactly on multiples of the checkpoint interval; logs are "
+      "written at the end of the call that reaches a multiple of --log_steps.")
   flags.DEFINE_integer("log_steps", 100, "Log loss, learning rate and sequences/s every N steps.")
   flags.DEFINE_integer("keep_checkpoint_max", 5, "How many recent checkpoints to keep.")
 
