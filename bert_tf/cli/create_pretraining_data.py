@@ -2,7 +2,7 @@
 
 Flags, defaults and output are those of google-research/bert's create_pretraining_data.py; a
 corpus smaller than --shard_size_mb gives the very same records. New flags: --shard_size_mb,
---num_workers, --gzip, --resume.
+--num_workers, --gzip, --resume, --runner (local or beam), --beam_pipeline_options.
 
   python create_pretraining_data.py --input_file=corpus/*.txt --output_file=out.tfrecord \
       --vocab_file=vocab.txt --max_seq_length=128 --dupe_factor=5
@@ -52,11 +52,34 @@ def define_flags():
   flags.DEFINE_bool("resume", False,
                     "Skip the run when every output file exists with a manifest matching these "
                     "flags and inputs.")
+  flags.DEFINE_enum("runner", "local", ["local", "beam"],
+                    "local: worker processes on this machine. beam: an Apache Beam pipeline with the "
+                    "same output (pip install bert_tf[beam]); Beam pipeline options go after '--' "
+                    "or in --beam_pipeline_options (default: Beam's Python local runner).")
+  flags.DEFINE_string("beam_pipeline_options", None,
+                      "With --runner=beam: Beam pipeline options as one string, e.g. "
+                      "\"--runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp\".")
+
+
+def _job_runner(argv):
+  """The Beam runner for --runner=beam (pipeline options from the flag and after '--'), else None."""
+  if FLAGS.runner != "beam":
+    if len(argv) > 1:
+      raise errors.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.beam_pipeline_options:
+      raise errors.UsageError("--beam_pipeline_options needs --runner=beam")
+    return None
+  import shlex
+  try:
+    from bert_tf import beam_pipeline
+    import apache_beam  # noqa: F401
+  except ImportError:
+    raise errors.UsageError("--runner=beam needs Apache Beam: pip install 'bert_tf[beam]'") from None
+  return beam_pipeline.BeamJobRunner(shlex.split(FLAGS.beam_pipeline_options or "") + list(argv[1:]))
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise errors.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  job_runner = _job_runner(argv)
   logging.set_verbosity(logging.INFO)
   from bert_tf import pretraining_job
   pretraining_job.create_pretraining_data(
@@ -66,7 +89,7 @@ def main(argv):
       random_seed=FLAGS.random_seed, dupe_factor=FLAGS.dupe_factor,
       masked_lm_prob=FLAGS.masked_lm_prob, short_seq_prob=FLAGS.short_seq_prob,
       shard_size_mb=FLAGS.shard_size_mb, num_workers=FLAGS.num_workers, gzip=FLAGS.gzip,
-      resume=FLAGS.resume)
+      resume=FLAGS.resume, job_runner=job_runner)
 
 
 def run():
