@@ -43,8 +43,6 @@ from bert_tf import unicode_tables as ut
 from bert_tf.errors import UsageError
 
 UNK_TOKEN = "[UNK]"
-SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]",
-                  "mask": "[MASK]"}
 MAX_INPUT_CHARS_PER_WORD = 200
 _BATCH_LINES = 2048  # lines per TensorFlow call in the batch methods
 _OVERLONG_WORD = "\x00"  # stands for over-long words; NUL never survives clean-up
@@ -531,25 +529,11 @@ class FullTokenizer:
       raise UsageError(f"vocab file {self.vocab_file} has no {token} token")
     return self.vocab[token]
 
-  @property
-  def pad_id(self):
-    return self.special_id(SPECIAL_TOKENS["pad"])
-
-  @property
-  def unk_id(self):
-    return self.special_id(SPECIAL_TOKENS["unk"])
-
-  @property
-  def cls_id(self):
-    return self.special_id(SPECIAL_TOKENS["cls"])
-
-  @property
-  def sep_id(self):
-    return self.special_id(SPECIAL_TOKENS["sep"])
-
-  @property
-  def mask_id(self):
-    return self.special_id(SPECIAL_TOKENS["mask"])
+  pad_id = property(lambda self: self.special_id("[PAD]"), doc="Id of [PAD].")
+  unk_id = property(lambda self: self.special_id("[UNK]"), doc="Id of [UNK].")
+  cls_id = property(lambda self: self.special_id("[CLS]"), doc="Id of [CLS].")
+  sep_id = property(lambda self: self.special_id("[SEP]"), doc="Id of [SEP].")
+  mask_id = property(lambda self: self.special_id("[MASK]"), doc="Id of [MASK].")
 
   # -- tokenization -----------------------------------------------------------------------------
 
