@@ -118,7 +118,9 @@ def main(argv):
   print(f"FullTokenizer construction + first call (tables, WordPiece model, tracing): "
         f"{build_wall:.2f}s wall, {build_cpu:.2f}s cpu")
   base = rows[0][1] / rows[0][2]
-  print(f"{'case':<12} {'lines':>7} {'wall s':>8} {'cpu s':>8} {'lines/s':>10} {'ours_batch x':>13}")
+  header = ("case", "lines", "wall s", "cpu s", "lines/s", "ours_batch x")
+  print(f"{header[0]:<12} {header[1]:>7} {header[2]:>8} {header[3]:>8} {header[4]:>10} "
+        f"{header[5]:>13}")
   for name, count, wall, cpu in rows:
     rate = count / wall
     print(f"{name:<12} {count:>7} {wall:>8.2f} {cpu:>8.2f} {rate:>10.0f} {base / rate:>13.2f}")

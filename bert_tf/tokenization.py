@@ -233,11 +233,13 @@ class _NormalizerGraph(tf.Module):
     Returns:
       (cps, info) with the final sigmas replaced.
     """
-    skip = tf.bitwise.bitwise_and(info, ut.FLAG_DROPPED | ut.FLAG_CASE_IGNORABLE) != 0
+    skip = ((tf.bitwise.bitwise_and(info, ut.FLAG_DROPPED | ut.FLAG_CASE_IGNORABLE) != 0)
+            & (tf.bitwise.bitwise_and(info, ut.FLAG_BOUNDARY) == 0))  # boundaries always count
     cased = tf.bitwise.bitwise_and(info, ut.FLAG_CASED) != 0
     anchors = tf.where(~skip)[:, 0]  # [a] positions that take part in the context
     sigmas = tf.where(tf.equal(cps, ut.CAPITAL_SIGMA))[:, 0]  # [s]
-    rank = tf.searchsorted(anchors, sigmas, side="left", out_type=tf.int64)  # sigma's own index in `anchors`
+    # A sigma is an anchor itself: `rank` is its index in `anchors`.
+    rank = tf.searchsorted(anchors, sigmas, side="left", out_type=tf.int64)  # [s]
     num = tf.shape(anchors, out_type=tf.int64)[0]
 
     def cased_neighbour(idx):
@@ -313,6 +315,7 @@ class _NormalizerGraph(tf.Module):
     joined = tf.strings.unicode_encode(per_line, "UTF-8")  # [batch], words separated by spaces
     # Split on runs of ASCII whitespace; the only one left after normalisation is the space.
     return tf.strings.split(joined)  # [batch, (words)]
+
 
 @functools.lru_cache(maxsize=2)
 def _normalizer_graph(do_lower_case):

@@ -80,7 +80,8 @@ def test_layer_matches_google_reference(data_dir, name, lower):
 
 def test_single_text_and_bytes(uncased):
   assert uncased.tokenize("Unaffable café!") == ["una", "##ffa", "##ble", "cafe", "!"]
-  assert uncased.tokenize("Unaffable café!".encode("utf-8")) == uncased.tokenize("Unaffable café!")
+  text = "Unaffable café!"
+  assert uncased.tokenize(text.encode("utf-8")) == uncased.tokenize(text)
   assert uncased.tokenize(b"caf\xc3\xa9\xff!") == ["cafe", "!"]  # invalid bytes dropped
   assert uncased.tokenize("") == [] and uncased.tokenize_batch_ids([]) == []
   with pytest.raises(ValueError):
@@ -208,7 +209,8 @@ def test_validate_case_matches_checkpoint():
   tokenization.validate_case_matches_checkpoint(True, "x/uncased_L-12_H-768_A-12/bert_model.ckpt")
   tokenization.validate_case_matches_checkpoint(False, "/some/own/run/ckpt-100")
   with pytest.raises(UsageError, match="--do_lower_case=True"):
-    tokenization.validate_case_matches_checkpoint(False, "m/uncased_L-12_H-768_A-12/bert_model.ckpt")
+    tokenization.validate_case_matches_checkpoint(
+        False, "m/uncased_L-12_H-768_A-12/bert_model.ckpt")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -90,7 +90,8 @@ def test_size_bound_drops_rare_pieces_not_characters(small_corpus):
   tokens = vocab.build_vocab([small_corpus[0]], None, vocab_size=150, do_lower_case=True,
                              num_unused=0, min_count=1, num_iterations=2)
   assert len(tokens) <= 150
-  chars = {c for line in _lines(small_corpus[0]) for c in line.lower() if c.isalpha() and c.isascii()}
+  text = " ".join(_lines(small_corpus[0])).lower()
+  chars = {c for c in text if c.isalpha() and c.isascii()}
   assert chars <= set(tokens)
 
 
