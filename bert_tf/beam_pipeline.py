@@ -263,10 +263,11 @@ class BeamJobRunner:
       build_pipeline(pipeline, config, temp_outputs, work_dir)
       try:
         pipeline.run().wait_until_finish()
-      except UsageError as e:
-        # Beam adds the failing stage to the message; the first line is the user's error.
-        message = str(e).strip().splitlines()[0]
-        raise UsageError(message.split(" [while running ")[0]) from None
+      except Exception as e:  # noqa: BLE001 -- re-raised unless it carries a user error
+        message = usage_error_message(e)
+        if message is None:
+          raise
+        raise UsageError(message) from None
       with _open(f"{work_dir}/summary.json") as f:
         summary = json.loads(f.read().decode("utf-8"))
     finally:
@@ -276,6 +277,24 @@ class BeamJobRunner:
         single_document_shards=summary["single_document_shards"],
         records_per_file=summary["records_per_file"], seconds=time.time() - start,
         vocab_size=summary["vocab_size"])
+
+
+def usage_error_message(error):
+  """The one-line message of a `UsageError` raised in a pipeline stage, or None.
+
+  Local runners re-raise the `UsageError` itself with the failing stage appended; remote runners
+  (Dataflow, Flink) raise their own exception whose text holds the worker's traceback.
+  """
+  from bert_tf.errors import UsageError
+  text = str(error).strip()
+  if not isinstance(error, UsageError):
+    marker = "UsageError: "
+    at = text.rfind(marker)
+    if at < 0:
+      return None
+    text = text[at + len(marker):]
+  lines = text.splitlines()
+  return lines[0].split(" [while running ")[0] if lines else None
 
 
 def _remove_tree(path):

@@ -87,6 +87,15 @@ def test_beam_run_reports_bad_input_on_one_line_and_leaves_nothing(data_dir, tmp
   assert os.listdir(out) == []  # no output, no temp file, no scratch folder
 
 
+def test_user_errors_are_found_in_remote_runner_failures():
+  remote = RuntimeError("Dataflow pipeline failed. Traceback (most recent call last):\n  File ...\n"
+                        "bert_tf.errors.UsageError: gs://b/c.txt:7: line longer than --shard_size_mb "
+                        "[while running 'CutShards']\n\nWorker ID: w-1")
+  assert beam_pipeline.usage_error_message(remote) == "gs://b/c.txt:7: line longer than --shard_size_mb"
+  assert beam_pipeline.usage_error_message(UsageError("v.txt: no [MASK] [while running 'X']")) == "v.txt: no [MASK]"
+  assert beam_pipeline.usage_error_message(RuntimeError("worker out of memory")) is None
+
+
 def test_script_runs_beam_with_pipeline_options_after_double_dash(repo_root, data_dir, tmp_path):
   flags = [f"--input_file={os.path.join(data_dir, 'corpus/sample_text.txt')}",
            f"--vocab_file={os.path.join(data_dir, VOCAB)}", "--dupe_factor=2", "--gzip"]
