@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from bert_tf import io_utils
 from bert_tf import unicode_tables as ut
 from bert_tf.errors import UsageError
 
@@ -78,10 +79,11 @@ def load_vocab(vocab_file):
   Raises:
     UsageError: the file is missing or a line is not valid UTF-8.
   """
-  if not tf.io.gfile.exists(vocab_file):
-    raise UsageError(f"vocab file {vocab_file} does not exist")
-  with tf.io.gfile.GFile(vocab_file, "rb") as f:
-    data = f.read()
+  try:
+    with io_utils.open_binary(vocab_file) as f:  # plain files without starting TensorFlow
+      data = f.read()
+  except (OSError, tf.errors.OpError) as e:
+    raise UsageError(f"vocab file {vocab_file} cannot be read: {e}") from None
   lines = data.split(b"\n")
   if lines and lines[-1] == b"":
     lines.pop()  # the newline that ends the last line
@@ -609,6 +611,11 @@ class BertTokenizerLayer(_keras_layer_base()):
     warn_if_casing_mismatch(vocab, self.do_lower_case, vocab_file)
     self.vocab_size = max(vocab.values()) + 1
     self._graph = _compiled_tokenizer(vocab, self.do_lower_case).graph
+
+  def __call__(self, texts, *args, **kwargs):
+    if not tf.is_tensor(texts):  # a Python list or numpy array of strings
+      texts = tf.convert_to_tensor(texts, tf.string)
+    return super().__call__(texts, *args, **kwargs)
 
   def call(self, texts):
     texts = tf.convert_to_tensor(texts, tf.string)

@@ -223,6 +223,9 @@ def test_layer_in_tf_data(data_dir, uncased):
   ds = tf.data.Dataset.from_tensor_slices(texts).batch(2).map(layer)
   got = [row for batch in ds for row in batch.to_list()]
   assert got == uncased.tokenize_batch_ids(texts)
+  assert layer(texts).to_list() == got  # a Python list works too
+  again = tokenization.BertTokenizerLayer.from_config(layer.get_config())
+  assert again(tf.constant(texts)).to_list() == got
 
 
 def test_layer_saved_model_round_trip_in_fresh_process(tmp_path, data_dir, uncased):
