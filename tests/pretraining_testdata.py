@@ -18,7 +18,7 @@ PREDICTIONS = 4
 def tiny_config(dropout=0.0, vocab_size=VOCAB_SIZE):
   return BertConfig(vocab_size=vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                     intermediate_size=32, hidden_dropout_prob=dropout,
-                    attention_probs_dropout_prob=dropout, max_position_embeddings=64)
+                    attention_probs_dropout_prob=dropout, max_position_embeddings=128)
 
 
 def make_records(num_records, seed=0, seq_length=SEQ_LENGTH, predictions=PREDICTIONS,
