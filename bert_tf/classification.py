@@ -9,6 +9,7 @@ Readable top to bottom:
      scaling) and the loop with checkpoints and TensorBoard summaries.
   4. Prediction over a dataset (padded to whole batches, so XLA / TPU see static shapes).
   5. Result files: `eval_results.txt` and `test_results.tsv`, written atomically as the original.
+  6. `run_classifier(RunOptions)`: what the command does, in order.
 """
 
 import dataclasses
@@ -211,7 +212,8 @@ def training_dataset(examples, labels, encoder, use_text_b, batch_size, seed=123
   ds = ds.repeat().batch(batch_size, drop_remainder=True)
   if skip_batches:
     ds = ds.skip(skip_batches)
-  return ds.map(lambda f: (f, f.pop("label"))).prefetch(tf.data.AUTOTUNE)
+  split = lambda f: ({k: v for k, v in f.items() if k != "label"}, f["label"])  # noqa: E731
+  return ds.map(split).prefetch(tf.data.AUTOTUNE)
 
 
 def inference_dataset(examples, encoder, use_text_b, batch_size):

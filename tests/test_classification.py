@@ -268,6 +268,19 @@ def test_export_in_a_fresh_process_matches_the_in_process_model(pair_run):
   assert info["labels"] == ["neg", "pos"] and info["inputs"] == ["text_a", "text_b"]
 
 
+def test_a_second_run_resumes_from_the_output_dir(pair_run, caplog):
+  import dataclasses
+  import logging
+  from bert_tf.classification import run_classifier
+  _, opts, _, _ = pair_run
+  caplog.set_level(logging.INFO, logger="absl")
+  more = dataclasses.replace(opts, num_train_epochs=2.0, do_eval=False, do_predict=False,
+                             export_dir=None)
+  run_classifier(more)
+  assert "Resuming from" in caplog.text and "ckpt-8" in caplog.text
+  assert "Initializing the encoder" not in caplog.text
+  assert tf.train.latest_checkpoint(opts.output_dir).endswith("ckpt-16")
+
 # ---------------------------------------------------------------------------------------------
 # The command line, end to end on a slice of the bundled sentiment data
 # ---------------------------------------------------------------------------------------------
