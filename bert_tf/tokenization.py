@@ -338,8 +338,9 @@ class _TokenizerGraph(tf.Module):
     import tensorflow_text as tf_text
 
     self.normalizer = _normalizer_graph(bool(do_lower_case))
-    # WordPiece vocab: distinct, non-empty tokens; their ids are the vocab's (last line wins).
-    pieces = [t for t in vocab if t]
+    # WordPiece vocab: distinct tokens that can match (not "" nor a bare "##"); their ids are
+    # the vocab's (last line wins for a token listed twice).
+    pieces = [t for t in vocab if t and t != "##"]
     piece_ids = [vocab[t] for t in pieces]
     self.unk_in_vocab = UNK_TOKEN in vocab
     if not self.unk_in_vocab:
