@@ -1,8 +1,9 @@
 """Wall time of create_pretraining_data on Beam's local runner against the local multi-process job.
 
-Runs the same command line three ways on the same input, checks the outputs are byte-identical,
+Runs the same command line four ways on the same input, checks the outputs are byte-identical,
 and prints the times and their ratios to the multi-process run measured in the same invocation:
   local   --num_workers=N                      (worker processes, the default runner)
+  local-1 --num_workers=1                      (everything in the calling process)
   beam    --runner=beam                        (Beam's Python local runner, one process)
   beam-mp --runner=beam -- --direct_num_workers=N --direct_running_mode=multi_processing
 
@@ -11,6 +12,7 @@ and prints the times and their ratios to the multi-process run measured in the s
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -19,14 +21,20 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _children_cpu_seconds():
+  usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+  return usage.ru_utime + usage.ru_stime
+
+
 def _run(label, args, env):
-  start = time.time()
+  """Runs the command; returns (wall seconds, CPU seconds of it and every process it waited for)."""
+  start, cpu_start = time.time(), _children_cpu_seconds()
   done = subprocess.run([sys.executable, os.path.join(REPO, "create_pretraining_data.py"), *args],
                         env=env, capture_output=True, text=True)
-  seconds = time.time() - start
+  seconds, cpu = time.time() - start, _children_cpu_seconds() - cpu_start
   if done.returncode != 0:
     sys.exit(f"{label} failed:\n{done.stderr[-3000:]}")
-  return seconds
+  return seconds, cpu
 
 
 def main():
@@ -43,6 +51,7 @@ def main():
             f"--dupe_factor={args.dupe_factor}", f"--shard_size_mb={args.shard_size_mb}"]
   runs = {
       "local": [f"--num_workers={args.workers}"],
+      "local-1": ["--num_workers=1"],
       "beam": ["--runner=beam"],
       "beam-mp": ["--runner=beam", "--", f"--direct_num_workers={args.workers}",
                   "--direct_running_mode=multi_processing"],
@@ -55,14 +64,14 @@ def main():
       if "--" in extra:  # Beam options come after every flag of ours
         cut = extra.index("--")
         flags, extra = flags + extra[:cut], extra[cut:]
-      times[label] = _run(label, flags + extra, env)
+      times[label], cpu = _run(label, flags + extra, env)
       outputs[label] = [open(n, "rb").read() for n in names]
       shown = [f"--input_file={os.path.relpath(args.input_file, REPO)}"] + common[2:]
-      print(f"{label:8s} {times[label]:7.1f} s   python create_pretraining_data.py {' '.join(shown)} "
+      print(f"{label:8s} {times[label]:6.1f} s wall {cpu:6.1f} s CPU   python create_pretraining_data.py {' '.join(shown)} "
             f"--output_file=<{args.num_outputs} files> {' '.join(runs[label])}", flush=True)
   identical = all(outputs[label] == outputs["local"] for label in outputs)
   print(f"outputs byte-identical: {identical}")
-  for label in ("beam", "beam-mp"):
+  for label in ("local-1", "beam", "beam-mp"):
     print(f"{label} / local time: {times[label] / times['local']:.2f}")
   load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
   print(f"cores: {os.cpu_count()}, load average at the end: {load:.1f}")
