@@ -176,7 +176,7 @@ def build_vocab(input_files, output_file=None, vocab_size=30522, do_lower_case=T
     raise UsageError(f"--sample_rate must be in (0, 1], got {sample_rate}")
   if max_lines < 0:
     raise UsageError(f"--max_lines must be >= 0, got {max_lines}")
-  if isinstance(input_files, str):
+  if input_files is None or isinstance(input_files, str):
     files = io_utils.expand_input_patterns(input_files, "--input_file")
   else:
     files = list(input_files)

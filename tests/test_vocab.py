@@ -113,6 +113,8 @@ def test_counting_is_streamed_sampled_and_bounded(small_corpus):
 
 
 def test_bad_input_is_a_usage_error(tmp_path, small_corpus):
+  with pytest.raises(UsageError, match="--input_file is required"):
+    vocab.build_vocab(None, None, vocab_size=500)
   with pytest.raises(UsageError, match="--input_file: no file matches"):
     vocab.build_vocab(str(tmp_path / "missing*.txt"), None, vocab_size=500)
   with pytest.raises(UsageError, match="--vocab_size=50"):
