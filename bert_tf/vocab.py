@@ -194,6 +194,8 @@ def build_vocab(input_files, output_file=None, vocab_size=30522, do_lower_case=T
   # Characters that the basic tokenizer always isolates (CJK, punctuation) never follow another
   # character in a word, so their "##" forms are useless: ask the learner for room to drop them.
   isolated = {w for w in word_counts if len(w) == 1 and _always_isolated(w)}
+  logging.info("learning at most %d tokens from %d distinct words (tensorflow-text's learner; "
+               "its time grows with the distinct words)", vocab_size, len(word_counts))
   start = time.time()
   learned = learner.learn(
       word_counts, vocab_size=vocab_size + len(isolated), reserved_tokens=reserved,
