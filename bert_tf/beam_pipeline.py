@@ -34,8 +34,9 @@ Example (Python):
 import dataclasses
 import gzip
 import json
-import logging
 import time
+
+from absl import logging
 
 from bert_tf import corpus_shards
 from bert_tf import pretraining_job
@@ -135,7 +136,7 @@ def _make_build_shards_fn(config, work_dir):
     def process(self, shard):
       num_outputs = len(config.output_files)
       files = [_create(piece_path(work_dir, shard.index, r)) for r in range(num_outputs)]
-      written = 0
+      written, stats = 0, pretraining_job.ShardStats()
       try:
         for message in self.processor.process(shard, config.records_per_chunk):
           if message[0] == "done":
@@ -158,6 +159,9 @@ def _split_records(buffer, ends, first, files):
   """Writes framed records `first, first + 1, ...` to `files[j % len(files)]`; returns the next j."""
   data = memoryview(buffer)
   num_files = len(files)
+  if num_files == 1 and len(ends):
+    files[0].write(data[:int(ends[-1])])
+    return first + len(ends)
   start = 0
   for k, stop in enumerate(ends.tolist()):
     files[(first + k) % num_files].write(data[start:stop])
