@@ -670,9 +670,12 @@ def run_classifier(opts):
       opts.task_name, xnli_language=opts.xnli_language, text_a_column=opts.text_a_column,
       text_b_column=opts.text_b_column, label_column=opts.label_column)
   validate_case_matches_checkpoint(opts.do_lower_case, opts.init_checkpoint)
-  tf.io.gfile.makedirs(opts.output_dir)
   labels_path = os.path.join(opts.output_dir, classifier_data.LABELS_FILENAME)
   _resolve_labels(opts, processor, labels_path)
+  if not opts.do_train and not opts.init_checkpoint and not checkpoint_prefix_in(opts.output_dir):
+    raise UsageError(f"nothing to evaluate, predict or export: --output_dir={opts.output_dir} "
+                     "holds no checkpoint and no --init_checkpoint is given (add --do_train?)")
+  tf.io.gfile.makedirs(opts.output_dir)
   num_labels = 1 if processor.is_regression else len(processor.get_labels())
 
   set_precision_policy(opts.mixed_precision)
@@ -694,9 +697,9 @@ def run_classifier(opts):
   manager = tf.train.CheckpointManager(checkpoint, opts.output_dir,
                                        max_to_keep=opts.keep_checkpoint_max, checkpoint_name="ckpt")
   origin = _restore_or_initialize(opts, checkpoint, manager, model)
-  if origin != "resumed" and not opts.do_train and (opts.do_eval or opts.do_predict):
-    logging.warning("No fine-tuned checkpoint in --output_dir=%s: the classifier layer is "
-                    "untrained", opts.output_dir)
+  if origin != "resumed" and not opts.do_train:
+    logging.warning("No fine-tuned checkpoint in --output_dir=%s: using --init_checkpoint=%s "
+                    "as it is", opts.output_dir, opts.init_checkpoint)
 
   if opts.do_train:
     labels = classifier_data.label_ids(processor, train_examples)
