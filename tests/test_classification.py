@@ -342,3 +342,28 @@ def test_run_classifier_cli_reports_a_bad_line_on_one_line(tmp_path, repo_root):
   assert errors == [f"error: {tmp_path / 'data' / 'train.tsv'}:3: expected 2 tab-separated "
                     "fields, found 3"], proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr
+
+
+def test_run_options_errors_name_the_flag(tmp_path, data_dir):
+  import dataclasses
+  import json
+  import re
+
+  from bert_tf.classification import RunOptions, run_classifier
+  from bert_tf.errors import UsageError
+  (tmp_path / "bert_config.json").write_text(json.dumps(TINY_CONFIG))
+  base = RunOptions(task_name="sst-2", data_dir=os.path.join(data_dir, "sentiment"),
+                    vocab_file=VOCAB, output_dir=str(tmp_path / "out"),
+                    bert_config_file=str(tmp_path / "bert_config.json"), max_seq_length=24)
+  cases = [
+      (dict(), "at least one of --do_train"),
+      (dict(do_eval=True), "holds no checkpoint and no --init_checkpoint"),
+      (dict(do_train=True, max_seq_length=64), "--max_seq_length=64 is longer than"),
+      (dict(do_train=True, task_name="sst-3"), "--task_name='sst-3'"),
+      (dict(do_train=True, warmup_proportion=1.5), "--warmup_proportion"),
+      (dict(do_train=True, bert_config_file=None), "--bert_config_file is required"),
+  ]
+  for change, message in cases:
+    with pytest.raises(UsageError, match=message.replace("(", r"\(")):
+      run_classifier(dataclasses.replace(base, **change))
+  assert not os.path.exists(tmp_path / "out")  # nothing written for a refused run
