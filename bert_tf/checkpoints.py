@@ -30,6 +30,7 @@ from bert_tf.errors import UsageError, run_main
 from bert_tf.io_utils import atomic_write_text, temp_path_for
 from bert_tf.modeling import BertClassifier, BertEncoder, BertPretrainer
 from bert_tf.modeling import tf1_names
+from bert_tf.modeling.layers import skip_weight_initialization
 
 TF1_CHECKPOINT_NAME = "bert_model.ckpt"
 _OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
@@ -273,7 +274,8 @@ def load_google_checkpoint(checkpoint_path, bert_config_file):
   if ckpt.format != "tf1":
     raise UsageError(f"{checkpoint_path}: is a bert_tf checkpoint, not an original TF1 one; "
                      f"use init_from_checkpoint (or --init_checkpoint) for it")
-  pretrainer = BertPretrainer(config)
+  with skip_weight_initialization():  # every weight is overwritten below
+    pretrainer = BertPretrainer(config)
   _load_tf1(ckpt, pretrainer, bert_config_file, require_heads=True)
   return pretrainer
 
@@ -486,7 +488,8 @@ def main(argv):
     _refuse_existing(FLAGS.output_dir, TF1_CHECKPOINT_NAME + ".index", "a TF1 checkpoint")
     config_file = _config_file_for(ckpt.prefix, FLAGS.bert_config_file, "--export_tf1")
     config = BertConfig.from_json_file(config_file)
-    pretrainer = BertPretrainer(config)
+    with skip_weight_initialization():  # every weight is overwritten below
+      pretrainer = BertPretrainer(config)
     init_from_checkpoint(pretrainer, ckpt.prefix, require_heads=True, config_source=config_file)
     path = export_tf1_checkpoint(pretrainer, FLAGS.output_dir, config, ckpt.global_step())
   print(f"wrote {path}")

@@ -255,3 +255,57 @@ def test_agrees_with_keras_hub_backbone():
   np.testing.assert_allclose(np.asarray(mine["sequence_output"])[mask],
                              np.asarray(theirs["sequence_output"])[mask], atol=1e-5)
   np.testing.assert_allclose(mine["pooled_output"], theirs["pooled_output"], atol=1e-5)
+
+
+def test_last_block_at_selected_positions_matches_full_sequence():
+  config = tiny_config()
+  encoder = BertEncoder(config)
+  randomize(encoder, seed=13)
+  features = make_features(config)
+  inputs = {k: features[k] for k in ("input_ids", "input_mask", "segment_ids")}
+  positions = features["masked_lm_positions"]
+  out = encoder(inputs, output_positions=positions)
+  full = np.asarray(out["sequence_output"])
+  np.testing.assert_allclose(out["gathered_output"],
+                             np.take_along_axis(full, positions[:, :, None], axis=1), atol=1e-5)
+  np.testing.assert_allclose(out["pooled_output"], encoder(inputs)["pooled_output"], atol=1e-5)
+
+
+def test_training_reaches_every_weight_learns_and_compiles_with_xla():
+  config = tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+  model = BertPretrainer(config)
+  features = {k: tf.constant(v) for k, v in make_features(config).items()}
+
+  def loss_and_grads():
+    with tf.GradientTape() as tape:
+      loss = pretraining_losses(features, model(features, training=True))["loss"]
+    return loss, tape.gradient(loss, model.trainable_variables)
+
+  eager_loss, eager_grads = loss_and_grads()
+  xla_loss, xla_grads = tf.function(loss_and_grads, jit_compile=True)()
+  np.testing.assert_allclose(xla_loss, eager_loss, rtol=1e-5)
+  for v, g, x in zip(model.trainable_variables, eager_grads, xla_grads):
+    g = np.asarray(tf.convert_to_tensor(g))
+    assert np.abs(g).sum() > 0, v.path  # every weight, the tied table and both heads included
+    np.testing.assert_allclose(np.asarray(tf.convert_to_tensor(x)), g, atol=1e-5, err_msg=v.path)
+
+  @tf.function
+  def sgd_step():
+    loss, grads = loss_and_grads()
+    for v, g in zip(model.trainable_variables, grads):
+      v.assign_sub(0.1 * tf.convert_to_tensor(g))
+    return loss
+
+  losses = [float(sgd_step()) for _ in range(12)]
+  assert losses[-1] < 0.5 * losses[0]
+
+
+def test_skip_weight_initialization_is_scoped():
+  from bert_tf.modeling.layers import skip_weight_initialization
+  config = tiny_config(initializer_range=0.05)
+  with skip_weight_initialization():
+    blank = BertEncoder(config)
+  fresh = BertEncoder(config)
+  assert not np.any(np.asarray(blank.embeddings.word_embeddings))
+  table = np.asarray(fresh.embeddings.word_embeddings)
+  assert 0.03 < table.std() < 0.05 and np.abs(table).max() <= 2 * 0.05 + 1e-6

@@ -89,7 +89,21 @@ class BertEncoder(keras.Model):
     """The word embedding table [vocab_size, hidden_size], shared with the masked-LM head."""
     return self.embeddings.word_embeddings
 
-  def call(self, inputs, training=None):
+  def call(self, inputs, training=None, output_positions=None):
+    """Encodes a batch.
+
+    Args:
+      inputs: dict with `input_ids` and optionally `input_mask`, `segment_ids`
+        (int [batch_size, seq_length]).
+      training: whether dropout is active.
+      output_positions: optional int [batch_size, num_positions]. If given, the last block is also
+        run only at [CLS] and these positions, giving `gathered_output` [batch_size, num_positions,
+        hidden_size] and a `pooled_output` computed from that cheaper path; `sequence_output` is
+        still returned, and a caller that does not use it (a pretraining step inside tf.function)
+        never pays for the full last block.
+    Returns:
+      dict of `sequence_output`, `pooled_output`, (`gathered_output`), (`encoder_outputs`).
+    """
     input_ids = inputs["input_ids"]                                   # [B, S]
     input_mask = inputs.get("input_mask")
     segment_ids = inputs.get("segment_ids")
@@ -100,12 +114,24 @@ class BertEncoder(keras.Model):
 
     x = self.embeddings(input_ids, segment_ids, training=training)   # [B, S, H]
     adder = attention_adder_from_mask(input_mask)                     # [B, 1, 1, S]
+    blocks = self.blocks
     all_layers = []
-    for block in self.blocks:
+    for block in blocks[:-1]:
       x = block(x, adder, training=training)                        # [B, S, H]
       all_layers.append(x)
-    pooled = self.pooler(x[:, 0, :])                                  # [B, H]
-    outputs = {"sequence_output": x, "pooled_output": pooled}
+    last_input = x
+    x = blocks[-1](last_input, adder, training=training)            # [B, S, H]
+    all_layers.append(x)
+    outputs = {"sequence_output": x}
+    if output_positions is None:
+      outputs["pooled_output"] = self.pooler(x[:, 0, :])             # [B, H]
+    else:
+      cls_position = tf.zeros_like(output_positions[:, :1])
+      positions = tf.concat([cls_position, output_positions], axis=1)  # [B, 1 + P]
+      gathered = blocks[-1](last_input, adder, training=training,
+                            query_positions=positions)              # [B, 1 + P, H]
+      outputs["pooled_output"] = self.pooler(gathered[:, 0, :])      # [B, H]
+      outputs["gathered_output"] = gathered[:, 1:, :]                # [B, P, H]
     if self.output_all_layers:
       outputs["encoder_outputs"] = all_layers
     return outputs

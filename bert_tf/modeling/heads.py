@@ -48,17 +48,16 @@ class MaskedLMHead(keras.layers.Layer):
     self.output_bias = self.add_weight(name="output_bias", shape=(self.vocab_size,),
                                        initializer="zeros", autocast=False)
 
-  def call(self, sequence_output, positions, word_embeddings):
+  def call(self, masked_output, word_embeddings):
     """Args:
-      sequence_output: [batch_size, seq_length, hidden_size].
-      positions: int [batch_size, num_predictions].
+      masked_output: the encoder output at the masked positions [batch_size, num_predictions,
+        hidden_size] (see `gather_positions` and `BertEncoder(output_positions=...)`).
       word_embeddings: the tied table (a variable) [vocab_size, hidden_size].
     Returns:
       float32 logits [batch_size, num_predictions, vocab_size].
     """
-    batch_size, num_predictions = tf.shape(positions)[0], tf.shape(positions)[1]
-    x = gather_positions(sequence_output, positions)                  # [B, P, H]
-    x = tf.reshape(x, [-1, self.hidden_size])                          # [B*P, H]
+    batch_size, num_predictions = tf.shape(masked_output)[0], tf.shape(masked_output)[1]
+    x = tf.reshape(masked_output, [-1, self.hidden_size])              # [B*P, H]
     x = self.layer_norm(self.transform(x))                            # [B*P, H]
     table = tf.cast(word_embeddings, self.compute_dtype)               # [V, H]
     logits = tf.matmul(x, table, transpose_b=True)                     # [B*P, V]

@@ -41,12 +41,13 @@ class BertPretrainer(keras.Model):
     self.built = True
 
   def call(self, features, training=None):
+    # Only [CLS] and the masked positions go through the heads, so the last transformer block is
+    # evaluated only there for them (`gathered_output`); `sequence_output` stays available.
     encoded = self.encoder(
         {k: features[k] for k in ("input_ids", "input_mask", "segment_ids") if k in features},
-        training=training)
-    sequence_output = encoded["sequence_output"]                                  # [B, S, H]
-    mlm_logits = self.masked_lm(sequence_output, features["masked_lm_positions"],
-                                self.encoder.word_embeddings)                     # [B, P, V]
+        training=training, output_positions=features["masked_lm_positions"])
+    mlm_logits = self.masked_lm(encoded.pop("gathered_output"),
+                                self.encoder.word_embeddings)                    # [B, P, V]
     nsp_logits = self.next_sentence(encoded["pooled_output"])                     # [B, 2]
     outputs = dict(encoded)
     outputs.update(mlm_logits=mlm_logits, nsp_logits=nsp_logits)

@@ -40,40 +40,61 @@ class SelfAttention(keras.layers.Layer):
     for layer in (self.query, self.key, self.value, self.output_dense):
       layer.build((None, self.hidden_size))
 
-  def _fused_qkv_weights(self):
-    """Returns the kernel [H, 3H] and bias [3H] of Q|K|V, with 1/√d folded into the query part."""
-    scale = 1.0 / math.sqrt(self.head_size)
-    kernel = tf.concat([self.query.kernel * scale, self.key.kernel, self.value.kernel], axis=1)
-    bias = tf.concat([self.query.bias * scale, self.key.bias, self.value.bias], axis=0)
-    return tf.cast(kernel, self.compute_dtype), tf.cast(bias, self.compute_dtype)
-
-  def call(self, x, attention_adder, training=None):
-    """Attends every position to every unmasked position.
+  def _project(self, x, dense_layers, scale=None):
+    """Applies several of the Q/K/V projections as one matrix multiplication, split by head.
 
     Args:
-      x: [batch_size, seq_length, hidden_size].
+      x: [batch_size, length, hidden_size].
+      dense_layers: which of `self.query`, `self.key`, `self.value` to apply (k of them).
+      scale: multiplies the first projection (1/√d folded into the query weights: cheaper than
+        scaling the [B, N, S, S] scores).
+    Returns:
+      [k, batch_size, num_heads, length, head_size].
+    """
+    kernels = [layer.kernel for layer in dense_layers]
+    biases = [layer.bias for layer in dense_layers]
+    if scale is not None:
+      kernels[0], biases[0] = kernels[0] * scale, biases[0] * scale
+    kernel = tf.cast(tf.concat(kernels, axis=1), self.compute_dtype)         # [H, k*H]
+    bias = tf.cast(tf.concat(biases, axis=0), self.compute_dtype)            # [k*H]
+    k = len(dense_layers)
+    batch_size, length = tf.shape(x)[0], tf.shape(x)[1]
+    y = tf.nn.bias_add(tf.matmul(tf.reshape(x, [-1, self.hidden_size]), kernel), bias)  # [B*L, k*H]
+    y = tf.reshape(y, [batch_size, length, k, self.num_heads, self.head_size])  # [B, L, k, N, d]
+    return tf.transpose(y, [2, 0, 3, 1, 4])                                     # [k, B, N, L, d]
+
+  def call(self, x, attention_adder, training=None, queries=None):
+    """Attends from each query position to every unmasked position of `x`.
+
+    Args:
+      x: [batch_size, seq_length, hidden_size], the sequence attended to.
       attention_adder: float32 [batch_size, 1, 1, seq_length]: 0 where attending is allowed and
         -10000 at padding (the original's additive mask).
       training: whether dropout is active.
+      queries: optional [batch_size, num_queries, hidden_size]: attend from these vectors only
+        (rows of `x` gathered by the caller) instead of from every position of `x`.
     Returns:
-      [batch_size, seq_length, hidden_size].
+      [batch_size, seq_length or num_queries, hidden_size].
     """
-    batch_size, seq_length = tf.shape(x)[0], tf.shape(x)[1]
-    kernel, bias = self._fused_qkv_weights()
-    qkv = tf.nn.bias_add(tf.matmul(tf.reshape(x, [-1, self.hidden_size]), kernel), bias)  # [B*S, 3H]
-    qkv = tf.reshape(qkv, [batch_size, seq_length, 3, self.num_heads, self.head_size])   # [B, S, 3, N, d]
-    qkv = tf.transpose(qkv, [2, 0, 3, 1, 4])                                              # [3, B, N, S, d]
-    query, key, value = qkv[0], qkv[1], qkv[2]                                            # [B, N, S, d]
+    scale = 1.0 / math.sqrt(self.head_size)
+    # tf.unstack rather than y[i]: the gradient of strided slices writes full-size zero tensors.
+    if queries is None:
+      query, key, value = tf.unstack(
+          self._project(x, [self.query, self.key, self.value], scale), num=3)  # 3 x [B, N, S, d]
+      queries = x
+    else:
+      query = self._project(queries, [self.query], scale)[0]                  # [B, N, Q, d]
+      key, value = tf.unstack(self._project(x, [self.key, self.value]), num=2)  # 2 x [B, N, S, d]
 
-    scores = tf.matmul(query, key, transpose_b=True)                                      # [B, N, S, S]
+    scores = tf.matmul(query, key, transpose_b=True)                          # [B, N, Q, S]
     # (Keras casts float call arguments to the compute dtype; the mask is added in float32.)
     scores = tf.cast(scores, tf.float32) + tf.cast(attention_adder, tf.float32)
-    probs = tf.cast(tf.nn.softmax(scores, axis=-1), self.compute_dtype)                   # [B, N, S, S]
+    probs = tf.cast(tf.nn.softmax(scores, axis=-1), self.compute_dtype)       # [B, N, Q, S]
     probs = self.dropout(probs, training=training)
 
-    context = tf.matmul(probs, value)                                                     # [B, N, S, d]
-    context = tf.transpose(context, [0, 2, 1, 3])                                         # [B, S, N, d]
-    context = tf.reshape(context, [batch_size, seq_length, self.hidden_size])            # [B, S, H]
+    context = tf.matmul(probs, value)                                         # [B, N, Q, d]
+    context = tf.transpose(context, [0, 2, 1, 3])                             # [B, Q, N, d]
+    context = tf.reshape(context, tf.shape(queries))                          # [B, Q, H]
     return self.output_dense(context)
 
   def get_config(self):
@@ -124,15 +145,27 @@ class TransformerBlock(keras.layers.Layer):
     self.output_dense.build((None, self.intermediate_size))
     self.output_layer_norm.build((None, None, self.hidden_size))
 
-  def call(self, x, attention_adder, training=None):
-    """Args: x [batch_size, seq_length, hidden_size]; attention_adder [batch_size, 1, 1, seq_length].
-    Returns [batch_size, seq_length, hidden_size]."""
-    attended = self.attention(x, attention_adder, training=training)
+  def call(self, x, attention_adder, training=None, query_positions=None):
+    """Runs the block on a sequence, or only at some of its positions.
+
+    Args:
+      x: [batch_size, seq_length, hidden_size].
+      attention_adder: float32 [batch_size, 1, 1, seq_length], see `SelfAttention`.
+      training: whether dropout is active.
+      query_positions: optional int [batch_size, num_queries]: compute the output only at these
+        positions (still attending to the whole sequence). Used for the last block when only a
+        few positions are needed, e.g. [CLS] and the masked tokens in pretraining.
+    Returns:
+      [batch_size, seq_length or num_queries, hidden_size].
+    """
+    queries = None if query_positions is None else tf.gather(x, query_positions, batch_dims=1)
+    attended = self.attention(x, attention_adder, training=training, queries=queries)
     attended = self.attention_dropout(attended, training=training)
-    x = self.attention_layer_norm(attended + x)                     # [B, S, H]
-    hidden = self.intermediate(x)                                   # [B, S, I]
+    residual = x if queries is None else queries
+    x = self.attention_layer_norm(attended + residual)             # [B, S or Q, H]
+    hidden = self.intermediate(x)                                   # [B, S or Q, I]
     hidden = self.output_dropout(self.output_dense(hidden), training=training)
-    return self.output_layer_norm(hidden + x)                       # [B, S, H]
+    return self.output_layer_norm(hidden + x)                       # [B, S or Q, H]
 
   def get_config(self):
     config = super().get_config()
