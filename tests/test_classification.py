@@ -364,6 +364,6 @@ def test_run_options_errors_name_the_flag(tmp_path, data_dir):
       (dict(do_train=True, bert_config_file=None), "--bert_config_file is required"),
   ]
   for change, message in cases:
-    with pytest.raises(UsageError, match=message.replace("(", r"\(")):
+    with pytest.raises(UsageError, match=re.escape(message)):
       run_classifier(dataclasses.replace(base, **change))
   assert not os.path.exists(tmp_path / "out")  # nothing written for a refused run
