@@ -25,9 +25,12 @@ normaliser, whose NFKC-based case folding differs from the original (it turns `â
 The same graph serves `FullTokenizer` (Python lists in and out) and `BertTokenizerLayer` (a Keras
 layer for tf.data and SavedModels), so both are exact.
 
-Two differences from the original remain, both outside valid text: a Python `str` holding lone
-surrogates (not encodable as UTF-8) is rejected with ValueError, and invalid UTF-8 bytes are
-dropped (the original's `decode("utf-8", "ignore")` drops them too).
+Outside valid text: lone surrogates in a Python `str` (not encodable as UTF-8) are passed as
+U+FFFF, which the original's rules treat alike (a letter no vocab has: the word becomes [UNK]);
+invalid UTF-8 bytes are dropped, as the original's `decode("utf-8", "ignore")` does.
+
+A SavedModel that contains the tokenizer needs `import tensorflow_text` in the process that loads
+it (that import registers the WordPiece op).
 """
 
 import collections
@@ -47,6 +50,10 @@ UNK_TOKEN = "[UNK]"
 MAX_INPUT_CHARS_PER_WORD = 200
 _BATCH_LINES = 2048  # lines per TensorFlow call in the batch methods
 _OVERLONG_WORD = "\x00"  # stands for over-long words; NUL never survives clean-up
+# Lone surrogates cannot travel as UTF-8; the original keeps them as letters no vocab contains, so
+# they travel as U+FFFF, a noncharacter that is treated the same way (kept, never punctuation).
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_STAND_IN = "\uffff"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,7 +394,8 @@ def _trace_for_batches(fn):
 
 @functools.lru_cache(maxsize=2)
 def _words_fn(do_lower_case):
-  return _trace_for_batches(_normalizer_graph(do_lower_case).word_strings)
+  with tf.init_scope():
+    return _trace_for_batches(_normalizer_graph(do_lower_case).word_strings)
 
 
 class _Compiled:
@@ -427,8 +435,8 @@ def _as_text_batch(texts):
     if isinstance(t, str):
       try:
         out.append(t.encode("utf-8"))
-      except UnicodeEncodeError as e:
-        raise ValueError(f"text is not valid Unicode (lone surrogate): {t!r}") from e
+      except UnicodeEncodeError:
+        out.append(_LONE_SURROGATE.sub(_SURROGATE_STAND_IN, t).encode("utf-8"))
     elif isinstance(t, bytes):
       out.append(t)
     else:

@@ -83,6 +83,7 @@ def test_single_text_and_bytes(uncased):
   text = "Unaffable café!"
   assert uncased.tokenize(text.encode("utf-8")) == uncased.tokenize(text)
   assert uncased.tokenize(b"caf\xc3\xa9\xff!") == ["cafe", "!"]  # invalid bytes dropped
+  assert uncased.tokenize("a\ud800b café") == ["[UNK]", "cafe"]  # lone surrogate: as original
   assert uncased.tokenize("") == [] and uncased.tokenize_batch_ids([]) == []
   with pytest.raises(ValueError):
     uncased.tokenize(17)
