@@ -18,9 +18,11 @@ The one context-dependent rule, `str.lower()` turning a capital sigma into a fin
 of a word, needs the Unicode properties Cased and Case_Ignorable of the neighbouring characters;
 they are stored as flags and the rule is applied with tensor ops in `bert_tf.tokenization`.
 
-Known limit: canonical reordering of NFD is applied per character, which differs from whole-token
-NFD only for two adjacent non-spacing-mark-free combining characters of category Mc with
-descending combining classes (no real text has them; both are removed or kept the same otherwise).
+Known limit (lower-casing only): NFD's canonical reordering of combining marks is applied within
+each character's own decomposition, not across neighbouring characters. Marks of category Mn are
+removed anyway, so this differs from the original only when two of the 25 combining characters of
+category Mc (a few viramas, Hangul tone marks, musical-symbol stems; Unicode 14) follow each other
+out of canonical order, which well-formed text does not do.
 """
 
 import functools
