@@ -22,7 +22,7 @@ Known limit (lower-casing only): NFD's canonical reordering of combining marks i
 each character's own decomposition, not across neighbouring characters. Marks of category Mn are
 removed anyway, so this differs from the original only when two of the 25 combining characters of
 category Mc (a few viramas, Hangul tone marks, musical-symbol stems; Unicode 14) follow each other
-out of canonical order, which well-formed text does not do.
+out of canonical order, which never happens in NFC- or NFD-normalised text.
 """
 
 import functools
