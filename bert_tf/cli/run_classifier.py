@@ -62,7 +62,8 @@ def define_flags():
   flags.DEFINE_string("text_a_column", "sentence", "generic task: the (first) text column.")
   flags.DEFINE_string("text_b_column", None, "generic task: the second text column, for pairs.")
   flags.DEFINE_string("label_column", "label", "generic task: the label column.")
-  flags.DEFINE_integer("seed", 12345, "Seed of the training-data shuffle and the dropout.")
+  flags.DEFINE_integer("seed", 12345, "Seed of the training-data shuffle, the classifier's initial "
+                       "weights and the dropout.")
 
 
 def options_from_flags(fv=None):
