@@ -180,7 +180,8 @@ def _check_plan(ckpt, plan, available, config_notes):
     parts.append(_listing("unexpected in the checkpoint", unexpected))
   if wrong:
     parts.append(_listing("with the wrong shape", wrong))
-  raise UsageError(f"{ckpt.what}: {ckpt.prefix} does not fit the model: " + "; ".join(parts))
+  where = ckpt.what if ckpt.what == ckpt.prefix else f"{ckpt.what}: checkpoint {ckpt.prefix}"
+  raise UsageError(f"{where} does not fit the model: " + "; ".join(parts))
 
 
 def _assign(ckpt, plan, keys=None):
@@ -269,10 +270,13 @@ def load_google_checkpoint(checkpoint_path, bert_config_file):
   Returns:
     a `BertPretrainer` whose outputs match the original model's.
   """
+  return _pretrainer_from_tf1(_OpenCheckpoint(checkpoint_path, checkpoint_path), bert_config_file)
+
+
+def _pretrainer_from_tf1(ckpt, bert_config_file):
   config = BertConfig.from_json_file(bert_config_file)
-  ckpt = _OpenCheckpoint(checkpoint_path, checkpoint_path)
   if ckpt.format != "tf1":
-    raise UsageError(f"{checkpoint_path}: is a bert_tf checkpoint, not an original TF1 one; "
+    raise UsageError(f"{ckpt.what}: is a bert_tf checkpoint, not an original TF1 one; "
                      f"use init_from_checkpoint (or --init_checkpoint) for it")
   with skip_weight_initialization():  # every weight is overwritten below
     pretrainer = BertPretrainer(config)
@@ -480,7 +484,7 @@ def main(argv):
       raise UsageError(f"{what}: is already a bert_tf checkpoint, not an original TF1 one")
     _refuse_existing(FLAGS.output_dir, "ckpt-*.index", "a bert_tf checkpoint")
     config_file = _config_file_for(ckpt.prefix, FLAGS.bert_config_file, "--import_tf1")
-    pretrainer = load_google_checkpoint(ckpt.prefix, config_file)
+    pretrainer = _pretrainer_from_tf1(ckpt, config_file)
     path = save_bert_tf_checkpoint(pretrainer, FLAGS.output_dir, ckpt.global_step() or 0)
   else:
     what = f"--export_tf1={FLAGS.export_tf1}"
