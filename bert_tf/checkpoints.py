@@ -454,19 +454,59 @@ def define_flags():
                       "bert_config.json into.")
 
 
-def _config_file_for(prefix, flag_value, checkpoint_flag):
-  if flag_value:
-    return flag_value
+def _config_file_for(prefix, config_file, what):
+  if config_file:
+    return config_file
   beside = os.path.join(os.path.dirname(prefix), "bert_config.json")
   if tf.io.gfile.exists(beside):
     return beside
-  raise UsageError(f"--bert_config_file is required: no bert_config.json next to the "
-                   f"{checkpoint_flag} checkpoint {prefix}")
+  raise UsageError(f"{what}: no bert_config.json next to checkpoint {prefix}; pass "
+                   f"--bert_config_file")
 
 
 def _refuse_existing(output_dir, pattern, what):
   if tf.io.gfile.glob(os.path.join(output_dir, pattern)):
     raise UsageError(f"--output_dir={output_dir} already holds {what}; choose an empty directory")
+
+
+def import_tf1(checkpoint_path, bert_config_file, output_dir, what=None):
+  """Converts an original TF1 checkpoint into a bert_tf checkpoint in `output_dir`; returns its path.
+
+  Args:
+    checkpoint_path: the TF1 checkpoint (prefix, file or directory).
+    bert_config_file: its config, or None for the `bert_config.json` beside it.
+    output_dir: where to write `ckpt-<global_step>` and `bert_config.json`; must hold no checkpoint.
+    what: how to name the checkpoint in errors (default: the path).
+  """
+  what = what or checkpoint_path
+  ckpt = _OpenCheckpoint(checkpoint_path, what)
+  if ckpt.format != "tf1":
+    raise UsageError(f"{what}: is already a bert_tf checkpoint, not an original TF1 one")
+  _refuse_existing(output_dir, "ckpt-*.index", "a bert_tf checkpoint")
+  config_file = _config_file_for(ckpt.prefix, bert_config_file, what)
+  pretrainer = _pretrainer_from_tf1(ckpt, config_file)
+  return save_bert_tf_checkpoint(pretrainer, output_dir, ckpt.global_step() or 0)
+
+
+def export_tf1(checkpoint_path, bert_config_file, output_dir, what=None):
+  """Writes a bert_tf (or TF1) pretraining checkpoint as an original TF1 one; returns its prefix.
+
+  Args:
+    checkpoint_path: the checkpoint (prefix, file or directory such as a run_pretraining output).
+    bert_config_file: its config, or None for the `bert_config.json` beside it.
+    output_dir: where to write `bert_model.ckpt.*`, `checkpoint`, `bert_config.json`; must not
+      already hold a `bert_model.ckpt`.
+    what: how to name the checkpoint in errors (default: the path).
+  """
+  what = what or checkpoint_path
+  ckpt = _OpenCheckpoint(checkpoint_path, what)
+  _refuse_existing(output_dir, TF1_CHECKPOINT_NAME + ".index", "a TF1 checkpoint")
+  config_file = _config_file_for(ckpt.prefix, bert_config_file, what)
+  config = BertConfig.from_json_file(config_file)
+  with skip_weight_initialization():  # every weight is overwritten below
+    pretrainer = BertPretrainer(config)
+  init_from_checkpoint(pretrainer, ckpt.prefix, require_heads=True, config_source=config_file)
+  return export_tf1_checkpoint(pretrainer, output_dir, config, ckpt.global_step())
 
 
 def main(argv):
@@ -476,26 +516,12 @@ def main(argv):
     raise UsageError("pass exactly one of --import_tf1 or --export_tf1")
   if not FLAGS.output_dir:
     raise UsageError("--output_dir is required")
-
   if FLAGS.import_tf1:
-    what = f"--import_tf1={FLAGS.import_tf1}"
-    ckpt = _OpenCheckpoint(FLAGS.import_tf1, what)
-    if ckpt.format != "tf1":
-      raise UsageError(f"{what}: is already a bert_tf checkpoint, not an original TF1 one")
-    _refuse_existing(FLAGS.output_dir, "ckpt-*.index", "a bert_tf checkpoint")
-    config_file = _config_file_for(ckpt.prefix, FLAGS.bert_config_file, "--import_tf1")
-    pretrainer = _pretrainer_from_tf1(ckpt, config_file)
-    path = save_bert_tf_checkpoint(pretrainer, FLAGS.output_dir, ckpt.global_step() or 0)
+    path = import_tf1(FLAGS.import_tf1, FLAGS.bert_config_file, FLAGS.output_dir,
+                      what=f"--import_tf1={FLAGS.import_tf1}")
   else:
-    what = f"--export_tf1={FLAGS.export_tf1}"
-    ckpt = _OpenCheckpoint(FLAGS.export_tf1, what)
-    _refuse_existing(FLAGS.output_dir, TF1_CHECKPOINT_NAME + ".index", "a TF1 checkpoint")
-    config_file = _config_file_for(ckpt.prefix, FLAGS.bert_config_file, "--export_tf1")
-    config = BertConfig.from_json_file(config_file)
-    with skip_weight_initialization():  # every weight is overwritten below
-      pretrainer = BertPretrainer(config)
-    init_from_checkpoint(pretrainer, ckpt.prefix, require_heads=True, config_source=config_file)
-    path = export_tf1_checkpoint(pretrainer, FLAGS.output_dir, config, ckpt.global_step())
+    path = export_tf1(FLAGS.export_tf1, FLAGS.bert_config_file, FLAGS.output_dir,
+                      what=f"--export_tf1={FLAGS.export_tf1}")
   print(f"wrote {path}")
 
 

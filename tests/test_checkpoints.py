@@ -241,6 +241,10 @@ def test_command_line_import_then_export(tmp_path, reference_tensors):
   assert all(round_tripped[n].tobytes() == v.tobytes() for n, v in reference_tensors.items())
   assert BertConfig.from_json_file(os.path.join(exported, "bert_config.json")) == config
 
-  result = run_cli(f"--export_tf1={imported}", f"--output_dir={exported}")
-  assert result.returncode == 2
-  assert result.stderr.strip().splitlines()[-1].startswith("error: --output_dir=")
+  with pytest.raises(UsageError, match=f"--output_dir={exported} already holds a TF1 checkpoint"):
+    checkpoints.export_tf1(imported, None, exported)
+  with pytest.raises(UsageError, match="is already a bert_tf checkpoint"):
+    checkpoints.import_tf1(imported, None, str(tmp_path / "again"))
+  bare = write_tf1(str(tmp_path / "bare" / "bert_model.ckpt"), reference_tensors)
+  with pytest.raises(UsageError, match="no bert_config.json next to checkpoint"):
+    checkpoints.import_tf1(bare, None, str(tmp_path / "again"))
