@@ -274,7 +274,9 @@ class FineTuner:
     is_regression: squared-error loss on one output instead of cross-entropy.
     global_batch_size: examples per optimizer step over all replicas.
     jit_compile: compile the forward/backward pass with XLA.
-    clip_norm: global-norm clipping after the cross-replica sum (the original's 1.0).
+    clip_norm: global-norm clipping after the cross-replica sum (the original's 1.0). Under
+      float16 loss scaling the optimizer clips itself (`global_clipnorm`, before the sum when
+      there are several replicas).
   """
 
   def __init__(self, model, optimizer, strategy, is_regression, global_batch_size,
@@ -359,7 +361,7 @@ class FineTuner:
       loss = float(train_steps(iterator, tf.constant(n)))
       step = int(self.optimizer.iterations.numpy())
       if not np.isfinite(loss) and not self.loss_scaling:
-        raise FloatingPointError(f"training loss is {loss} at step {step}; lower --learning_rate")
+        raise UsageError(f"training loss is {loss} at step {step}; lower --learning_rate")
       if step - last_log >= log_steps or step >= num_train_steps:
         elapsed = max(time.time() - last_time, 1e-9)
         rate = (step - last_log) * self.global_batch_size / elapsed
