@@ -205,7 +205,7 @@ def pretraining_dataset(files, batch_size, max_seq_length, max_predictions_per_s
 
 def distributed_dataset(strategy, files, global_batch_size, max_seq_length, max_predictions_per_seq, *,
                         accumulation_steps=1, is_training=True, seed=12345, start_step=0,
-                        shuffle_buffer_size=10000):
+                        shuffle_buffer_size=10000, batch_flag="--train_batch_size"):
   """`pretraining_dataset` spread over `strategy`: one pipeline per worker, per-replica batches.
 
   Args:
@@ -215,6 +215,7 @@ def distributed_dataset(strategy, files, global_batch_size, max_seq_length, max_
     accumulation_steps: micro-batches per optimizer step; each replica receives them stacked as one
       batch of `per_replica_batch * accumulation_steps` examples.
     start_step: optimizer steps already done (resume position).
+    batch_flag: the flag named when the batch does not split evenly over the replicas.
     Others as `pretraining_dataset`.
 
   Returns:
@@ -222,7 +223,7 @@ def distributed_dataset(strategy, files, global_batch_size, max_seq_length, max_
   """
   replicas = strategy.num_replicas_in_sync
   if global_batch_size % replicas:
-    raise UsageError(f"--train_batch_size ({global_batch_size}) must be divisible by the number of "
+    raise UsageError(f"{batch_flag} ({global_batch_size}) must be divisible by the number of "
                      f"replicas ({replicas})")
 
   def dataset_fn(input_context):

@@ -521,9 +521,11 @@ def run_pretraining(params, strategy):
     flag = "--eval_input_file" if params.eval_input_file else "--input_file"
     eval_files = input_pipeline.check_pretraining_files(
         params.eval_input_file or params.input_file, seq, preds, flag_name=flag)
-  if params.train_batch_size % strategy.num_replicas_in_sync:
-    raise UsageError(f"--train_batch_size ({params.train_batch_size}) must be divisible by the "
-                     f"number of replicas ({strategy.num_replicas_in_sync})")
+  for flag, batch, used in (("--train_batch_size", params.train_batch_size, params.do_train),
+                            ("--eval_batch_size", params.eval_batch_size, params.do_eval)):
+    if used and batch % strategy.num_replicas_in_sync:
+      raise UsageError(f"{flag} ({batch}) must be divisible by the number of replicas "
+                       f"({strategy.num_replicas_in_sync})")
 
   tf.io.gfile.makedirs(params.output_dir)
   task, checkpoint = build_pretraining(params, strategy)
@@ -543,7 +545,8 @@ def run_pretraining(params, strategy):
     result.update(_train(task, keeper, params, strategy, train_files))
   if params.do_eval:
     dataset = input_pipeline.distributed_dataset(
-        strategy, eval_files, params.eval_batch_size, seq, preds, is_training=False)
+        strategy, eval_files, params.eval_batch_size, seq, preds, is_training=False,
+        batch_flag="--eval_batch_size")
     result = task.evaluate(dataset, params.max_eval_steps)
     if keeper.chief:
       _write_eval_results(params.output_dir, result)

@@ -125,3 +125,6 @@ def test_distributed_dataset_gives_each_replica_its_share(tmp_path):
   assert shapes == [6, 6]  # 4 / 2 replicas * 3 micro-batches
   with pytest.raises(UsageError, match="--train_batch_size"):
     input_pipeline.distributed_dataset(strategy, files, 3, SEQ, PRED)
+  with pytest.raises(UsageError, match="--eval_batch_size"):
+    input_pipeline.distributed_dataset(strategy, files, 5, SEQ, PRED, is_training=False,
+                                       batch_flag="--eval_batch_size")
