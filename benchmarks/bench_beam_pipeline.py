@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 
+import report  # benchmarks/report.py
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -75,6 +77,9 @@ def main():
     print(f"{label} / local time: {times[label] / times['local']:.2f}")
   load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
   print(f"cores: {os.cpu_count()}, load average at the end: {load:.1f}")
+  report.emit({"wall_s": times, "byte_identical": identical, "workers": args.workers,
+               "ratios_to_local": {label: times[label] / times["local"] for label in times},
+               "load_average": load})
   if not identical:
     sys.exit(1)
 

@@ -24,6 +24,8 @@ import time
 from absl import app
 from absl import flags
 
+import report  # benchmarks/report.py
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
@@ -127,6 +129,11 @@ def main(argv):
   print(f"lines where tf_text's ids differ from ours: {differ_tf_text} of {n}")
   if differ_original is not None:
     print(f"lines where the original's ids differ from ours: {differ_original} of {n}")
+  report.emit({"lines": n, "threads": FLAGS.threads,
+               "cases": {name: {"lines": count, "wall_s": wall, "cpu_s": cpu, "lines_per_s": count / wall}
+                         for name, count, wall, cpu in rows},
+               "lines_differing_from_tf_text": differ_tf_text,
+               "lines_differing_from_original": differ_original})
 
 
 if __name__ == "__main__":
