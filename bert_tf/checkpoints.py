@@ -217,8 +217,8 @@ def _part_of(model):
     return model.encoder, None, model
   if isinstance(model, BertEncoder):
     return model, None, None
-  raise TypeError(f"init_from_checkpoint: expected a BertPretrainer, BertClassifier or BertEncoder, "
-                  f"got {type(model).__name__}")
+  raise TypeError(f"init_from_checkpoint: expected a BertPretrainer, BertClassifier or "
+                  f"BertEncoder, got {type(model).__name__}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -288,7 +288,7 @@ def _pretrainer_from_tf1(ckpt, bert_config_file):
 # bert_tf checkpoints.
 
 def _model_variables(root):
-  """{path "a/b/c": variable} for every variable reachable from `root` by checkpoint dependencies."""
+  """{path "a/b/c": variable} for every variable reachable from `root` by checkpoint edges."""
   view = tf.train.TrackableView(root)
   found, seen = {}, {id(root)}
   queue = collections.deque([(root, ())])
@@ -326,7 +326,8 @@ def _load_bert_tf(ckpt, model, config_source, require_heads):
   model_node = ("model",)
   # A checkpoint of a pretrainer or classifier keeps the encoder under model/encoder; one saved
   # from a bare BertEncoder has it at model/.
-  encoder_node = model_node + ("encoder",) if ckpt._node(("model", "encoder")) is not None else model_node
+  has_encoder_child = ckpt._node(("model", "encoder")) is not None
+  encoder_node = model_node + ("encoder",) if has_encoder_child else model_node
   plan, keys, available = _load_part(ckpt, encoder_node, encoder)
   loaded = ["encoder"]
 

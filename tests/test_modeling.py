@@ -233,7 +233,8 @@ def test_agrees_with_keras_hub_backbone():
                                   (block.attention.value, mha._value_dense)):
       hub_dense.kernel.assign(np.reshape(ours_dense.kernel, [hidden, heads, d]))
       hub_dense.bias.assign(np.reshape(ours_dense.bias, [heads, d]))
-    mha._output_dense.kernel.assign(np.reshape(block.attention.output_dense.kernel, [heads, d, hidden]))
+    mha._output_dense.kernel.assign(
+        np.reshape(block.attention.output_dense.kernel, [heads, d, hidden]))
     mha._output_dense.bias.assign(block.attention.output_dense.bias)
     pairs = ((hub_block._self_attention_layer_norm, block.attention_layer_norm),
              (hub_block._feedforward_layer_norm, block.output_layer_norm))

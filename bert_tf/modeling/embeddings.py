@@ -36,16 +36,19 @@ class BertEmbeddings(keras.layers.Layer):
   def build(self, input_shape=None):
     init = truncated_normal(self.initializer_range)
     self.word_embeddings = self.add_weight(
-        name="word_embeddings", shape=(self.vocab_size, self.hidden_size), initializer=init, autocast=False)
+        name="word_embeddings", shape=(self.vocab_size, self.hidden_size), initializer=init,
+        autocast=False)
     self.token_type_embeddings = self.add_weight(
-        name="token_type_embeddings", shape=(self.type_vocab_size, self.hidden_size), initializer=init, autocast=False)
+        name="token_type_embeddings", shape=(self.type_vocab_size, self.hidden_size),
+        initializer=init, autocast=False)
     self.position_embeddings = self.add_weight(
         name="position_embeddings", shape=(self.max_position_embeddings, self.hidden_size),
         initializer=init, autocast=False)
     self.layer_norm.build((None, None, self.hidden_size))
 
   def call(self, input_ids, segment_ids, training=None):
-    """Args: input_ids, segment_ids: int [batch_size, seq_length]. Returns [batch_size, seq_length, hidden_size]."""
+    """Args: input_ids, segment_ids: int [batch_size, seq_length].
+    Returns: [batch_size, seq_length, hidden_size]."""
     seq_length = tf.shape(input_ids)[1]
     # The tables are read in float32 (autocast=False): gathering rows and summing them before the
     # LayerNorm costs less than casting whole tables to a low-precision compute dtype.

@@ -64,16 +64,18 @@ def get_activation(name):
   """Maps a `BertConfig.hidden_act` name to a function of one tensor.
 
   Args:
-    name: one of "gelu" (tanh approximation, as the original), "gelu_exact", "relu", "tanh", "linear".
+    name: one of "gelu" (tanh approximation, as the original), "gelu_exact", "relu", "tanh",
+      "linear".
   """
   try:
     return _ACTIVATIONS[name]
   except KeyError:
-    raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(_ACTIVATIONS)}") from None
+    raise ValueError(
+        f"unknown activation {name!r}; expected one of {', '.join(_ACTIVATIONS)}") from None
 
 
 class Dense(keras.layers.Layer):
-  """`y = activation(x @ kernel + bias)` over the last axis, with a `[in, out]` kernel as in TF1 BERT.
+  """`y = activation(x @ kernel + bias)` over the last axis; the kernel is `[in, out]` as in TF1.
 
   Leading axes are flattened into one matrix multiplication (faster on CPU than a broadcast batched
   matmul) and restored afterwards.
