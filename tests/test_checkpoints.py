@@ -121,6 +121,8 @@ def test_optimizer_slots_and_step_are_ignored(tmp_path, reference_tensors):
     if name != "global_step":
       tensors[name + "/adam_m"] = np.zeros_like(reference_tensors[name])
       tensors[name + "/adam_v"] = np.ones_like(reference_tensors[name])
+  tensors["bert/pooler/dense/kernel/lamb_m"] = np.zeros([48, 48], "float32")
+  tensors["current_loss_scale"] = np.float32(2.0 ** 15)
   prefix = write_tf1(str(tmp_path / "model.ckpt-7"), tensors)
   model = checkpoints.load_google_checkpoint(prefix, os.path.join(TF1_DIR, "bert_config.json"))
   np.testing.assert_array_equal(model.encoder.pooler.kernel,

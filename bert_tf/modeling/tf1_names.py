@@ -80,6 +80,13 @@ def layer_count(names):
   return max(indices) + 1 if indices else 0
 
 
+# Training state that TF1 checkpoints carry beside the weights: the original's AdamWeightDecay slots,
+# LAMB and tf.train.AdamOptimizer slots, Adam's beta powers, the step, and mixed-precision loss
+# scaling (NVIDIA's BERT). Never loaded, never reported as unexpected.
+_OPTIMIZER_SUFFIXES = ("/adam_m", "/adam_v", "/lamb_m", "/lamb_v", "/Adam", "/Adam_1")
+_OPTIMIZER_NAMES = ("global_step", "beta1_power", "beta2_power", "current_loss_scale", "good_steps")
+
+
 def is_optimizer_state(name):
-  """True for variables a pretraining checkpoint carries besides the weights (Adam slots, step)."""
-  return name == "global_step" or name.endswith("/adam_m") or name.endswith("/adam_v")
+  """True for variables a TF1 training checkpoint carries besides the weights (slots, step)."""
+  return name in _OPTIMIZER_NAMES or name.endswith(_OPTIMIZER_SUFFIXES)
