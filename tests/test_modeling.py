@@ -78,6 +78,13 @@ def test_output_shapes_and_dtypes():
   assert logits.shape == (B, 1) and logits.dtype == tf.float32
 
 
+def test_sequence_longer_than_position_table_is_refused():
+  from bert_tf.errors import UsageError
+  encoder = BertEncoder(tiny_config(max_position_embeddings=8))
+  with pytest.raises(UsageError, match="max_position_embeddings"):
+    encoder({"input_ids": np.ones([2, 9], "int32")})
+
+
 def test_padding_is_invisible_to_real_tokens():
   config = tiny_config()
   encoder = BertEncoder(config)

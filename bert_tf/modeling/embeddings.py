@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from bert_tf.errors import UsageError
 from bert_tf.modeling.layers import LayerNorm, truncated_normal
 
 
@@ -49,6 +50,11 @@ class BertEmbeddings(keras.layers.Layer):
   def call(self, input_ids, segment_ids, training=None):
     """Args: input_ids, segment_ids: int [batch_size, seq_length].
     Returns: [batch_size, seq_length, hidden_size]."""
+    static_length = input_ids.shape[1]
+    if static_length is not None and static_length > self.max_position_embeddings:
+      raise UsageError(
+          f"sequence length {static_length} is longer than the model's max_position_embeddings "
+          f"({self.max_position_embeddings} in bert_config.json); use a shorter --max_seq_length")
     seq_length = tf.shape(input_ids)[1]
     # The tables are read in float32 (autocast=False): gathering rows and summing them before the
     # LayerNorm costs less than casting whole tables to a low-precision compute dtype.
