@@ -164,7 +164,7 @@ def load_text_encoder(vocab_file, do_lower_case, max_seq_length):
 # 2. Datasets
 # ----------------------------------------------------------------------------------------------
 
-_ENCODE_BATCH = 256  # strings tokenized per tf.data map call
+_ENCODE_BATCH = 1024  # strings tokenized per tf.data map call
 
 
 def _columns(examples, labels):
