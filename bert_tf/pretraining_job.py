@@ -69,9 +69,11 @@ class ShardStats:
   bad_lines: int = 0
   long_sentences: int = 0
   single_document: bool = False
+  seconds: float = 0.0  # time spent on the shard by its worker (tokenizing + building + serializing)
 
   def add(self, other):
-    for field in ("documents", "sentences", "tokens", "instances", "bad_lines", "long_sentences"):
+    for field in ("documents", "sentences", "tokens", "instances", "bad_lines", "long_sentences",
+                  "seconds"):
       setattr(self, field, getattr(self, field) + getattr(other, field))
 
 
@@ -102,6 +104,7 @@ class _ShardBuilder:
 
   def process(self, shard, records_per_chunk):
     """Yields ("chunk", buffer, ends) messages and finally ("done", ShardStats)."""
+    start = time.time()
     lines, bad_lines = corpus_shards.decode_lines(shard.data)
     instances = pretraining_data.build_shard_instances(
         lines, shard.index, self.options, self.tokenizer.tokenize_batch_ids, self.tables)
@@ -114,6 +117,7 @@ class _ShardBuilder:
         single_document=documents.num_documents == 1)
     for buffer, ends in instances.framed_record_chunks(records_per_chunk):
       yield ("chunk", buffer, ends)
+    stats.seconds = time.time() - start
     yield ("done", stats)
 
 
@@ -155,7 +159,7 @@ class _Progress:
     self.total_input_bytes = total_input_bytes
     self.last_log = self.start
 
-  def shard_done(self, shard_index, input_bytes_done, totals, force=False):
+  def shard_done(self, shard_index, input_bytes_done, totals, shard_seconds=0.0, force=False):
     now = time.time()
     if not force and now - self.last_log < _PROGRESS_EVERY_S:
       return
@@ -165,9 +169,9 @@ class _Progress:
     if self.total_input_bytes > 0 and input_bytes_done > 0:
       fraction = min(1.0, input_bytes_done / self.total_input_bytes)
       eta = f", {100 * fraction:.0f}% of the input, ETA {elapsed * (1 - fraction) / fraction:.0f}s"
-    logging.info("shard %d done: %d documents (%.0f/s), %d instances (%.0f/s)%s", shard_index,
-                 totals.documents, totals.documents / elapsed, totals.instances,
-                 totals.instances / elapsed, eta)
+    logging.info("shard %d done (%.1fs in its worker): %d documents (%.0f/s), %d instances (%.0f/s)%s",
+                 shard_index, shard_seconds, totals.documents, totals.documents / elapsed,
+                 totals.instances, totals.instances / elapsed, eta)
 
 
 def run_job(config, writer):
@@ -186,7 +190,7 @@ def run_job(config, writer):
     totals.add(stats)
     counters["shards"] += 1
     counters["single"] += int(stats.single_document)
-    progress.shard_done(shard_index, input_bytes_done, totals)
+    progress.shard_done(shard_index, input_bytes_done, totals, stats.seconds)
 
   if config.num_workers <= 1:
     vocab_size = _run_in_process(config, writer, on_shard_done)
@@ -251,6 +255,9 @@ def _run_with_workers(config, writer, on_shard_done):
       if process.is_alive():
         process.terminate()
         process.join(timeout=5)
+    for q in inboxes + outboxes:  # after a failure, data left in a queue must not block the exit
+      q.cancel_join_thread()
+      q.close()
 
 
 def _receive(outbox, process, reader):
