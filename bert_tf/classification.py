@@ -167,12 +167,16 @@ def load_text_encoder(vocab_file, do_lower_case, max_seq_length):
 _ENCODE_BATCH = 1024  # strings tokenized per tf.data map call
 
 
-def _columns(examples, labels):
-  """Examples as column arrays: text_a, text_b ("" when single), label, example_id."""
+def _columns(examples, labels, num_real=None):
+  """Examples as column arrays: text_a, text_b ("" when single), label, example_id (its index,
+  or -1 from `num_real` on: padding)."""
+  ids = np.arange(len(examples), dtype=np.int32)
+  if num_real is not None:
+    ids[num_real:] = -1
   columns = {
       "text_a": np.array([e.text_a for e in examples], dtype=object),
       "text_b": np.array([e.text_b or "" for e in examples], dtype=object),
-      "example_id": np.arange(len(examples), dtype=np.int32),
+      "example_id": ids,
   }
   if labels is not None:
     columns["label"] = np.asarray(labels)
@@ -189,9 +193,9 @@ def _encode_map(encoder, use_text_b):
   return encode
 
 
-def encoded_dataset(examples, labels, encoder, use_text_b):
+def encoded_dataset(examples, labels, encoder, use_text_b, num_real=None):
   """Unbatched dataset of packed features (+ example_id, + label when `labels` is given)."""
-  ds = tf.data.Dataset.from_tensor_slices(_columns(examples, labels))
+  ds = tf.data.Dataset.from_tensor_slices(_columns(examples, labels, num_real))
   ds = ds.batch(_ENCODE_BATCH).map(_encode_map(encoder, use_text_b),
                                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.unbatch()
@@ -229,10 +233,7 @@ def inference_dataset(examples, encoder, use_text_b, batch_size):
   remainder = len(padded) % batch_size
   if remainder:
     padded += [examples[0]] * (batch_size - remainder)
-  ds = encoded_dataset(padded, None, encoder, use_text_b)
-  num_real = len(examples)
-  ds = ds.map(lambda f: dict(f, example_id=tf.where(f["example_id"] < num_real,
-                                                    f["example_id"], -1)))
+  ds = encoded_dataset(padded, None, encoder, use_text_b, num_real=len(examples))
   return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
