@@ -232,14 +232,19 @@ class PretrainingTask:
     grads, stats = self._gradients(features, total_weight + MLM_DENOMINATOR_EPSILON,
                                    total_examples, loss_scale)
     grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)     # the step's full gradient
-    grads = [g / loss_scale for g in grads]
+    if self.loss_scaling:
+      grads = [g / loss_scale for g in grads]
     if self.clip_norm:
       grads, grad_norm = tf.clip_by_global_norm(grads, self.clip_norm)
     else:
       grad_norm = tf.linalg.global_norm(grads)
-    # keras sums the gradients it is handed over the replicas once more: give it each replica's share.
-    share = loss_scale / ctx.num_replicas_in_sync
-    self.optimizer.apply([g * share for g in grads], self.model.trainable_variables)
+    # keras sums the gradients it is handed over the replicas once more: give it each replica's
+    # share (and re-scale for the LossScaleOptimizer, which unscales itself). Skipped when it is 1:
+    # each pass over the gradients reads and writes every parameter.
+    if self.loss_scaling or ctx.num_replicas_in_sync > 1:
+      share = loss_scale / ctx.num_replicas_in_sync
+      grads = [g * share for g in grads]
+    self.optimizer.apply(grads, self.model.trainable_variables)
     # grad_norm is identical on every replica; divide so that the SUM reduction returns it once.
     return tf.concat([stats, [grad_norm / ctx.num_replicas_in_sync]], axis=0)
 
