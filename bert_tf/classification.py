@@ -670,6 +670,8 @@ def run_classifier(opts):
   Returns:
     dict of what eval_results.txt holds (empty when --do_eval is off).
   """
+  import keras
+
   from bert_tf import classifier_data
   from bert_tf.tokenization import validate_case_matches_checkpoint
   from bert_tf.training import create_strategy, set_precision_policy
@@ -687,6 +689,7 @@ def run_classifier(opts):
   tf.io.gfile.makedirs(opts.output_dir)
   num_labels = 1 if processor.is_regression else len(processor.get_labels())
 
+  keras.utils.set_random_seed(opts.seed)  # the classifier's initial weights and dropout
   set_precision_policy(opts.mixed_precision)
   strategy = create_strategy(opts.distribution_strategy, opts.tpu)
   encoder = load_text_encoder(opts.vocab_file, opts.do_lower_case, opts.max_seq_length)

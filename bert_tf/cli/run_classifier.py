@@ -102,13 +102,9 @@ def options_from_flags(fv=None):
 def main(argv):
   if len(argv) > 1:
     raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  import keras
-
   from bert_tf.classification import run_classifier
   logging.set_verbosity(logging.INFO)
-  opts = options_from_flags()
-  keras.utils.set_random_seed(opts.seed)
-  run_classifier(opts)
+  run_classifier(options_from_flags())
 
 
 def run():
