@@ -295,8 +295,9 @@ class _ShardReader(threading.Thread):
         self.input_bytes_done[shard.index] = shard.input_bytes_done
         if not self._put(self.inboxes[shard.index % len(self.inboxes)], shard):
           return
-    except BaseException as e:  # raised in the main thread
+    except BaseException as e:  # raised in the main thread, which then stops the workers
       self.error = e
+      return
     for inbox in self.inboxes:
       self._put(inbox, None)
 

@@ -311,14 +311,14 @@ def _script(repo_root, tmp_path, *args):
 
 def test_script_reports_bad_input_on_one_line_and_writes_nothing(repo_root, data_dir, tmp_path):
   vocab = os.path.join(data_dir, VOCAB)
-  too_long = tmp_path / "long.txt"
-  too_long.write_text("word " * 60000 + "\n\nSecond document.\n")
+  too_long = tmp_path / "long.txt"  # two documents (shards queued for workers), then a 300 KB line
+  too_long.write_text(("A short sentence here.\n" * 3000 + "\n") * 2 + "word " * 60000 + "\n")
   cases = [
       ([f"--input_file={tmp_path}/missing*.txt", f"--vocab_file={vocab}"], "--input_file"),
       ([f"--input_file={data_dir}/corpus/sample_text.txt", f"--vocab_file={vocab}", "--dupe_factor=-1"],
        "--dupe_factor"),
       ([f"--input_file={too_long}", f"--vocab_file={vocab}", "--shard_size_mb=0.1", "--num_workers=2"],
-       "long.txt:1"),
+       "long.txt:6003"),
   ]
   for args, needle in cases:
     result = _script(repo_root, tmp_path, *args, "--output_file=out/o.tfrecord")
