@@ -439,7 +439,7 @@ def create_pretraining_data(input_file, output_file, vocab_file, do_lower_case=T
   shard_bytes = max(1, int(settings["shard_size_mb"] * (1 << 20)))
   config = JobConfig(input_files=input_files, output_files=outputs, vocab_file=vocab_file,
                      do_lower_case=settings["do_lower_case"], options=options, shard_bytes=shard_bytes,
-                     num_workers=min(num_workers or os.cpu_count() or 1,
+                     num_workers=min(num_workers or _default_workers(shard_bytes),
                                      _estimated_shards(input_files, shard_bytes)),
                      compress=settings["gzip"])
   logging.info("reading %d input file(s); %d output file(s); %d worker(s); shards of %.4g MB",
@@ -478,6 +478,21 @@ def create_pretraining_data(input_file, output_file, vocab_file, do_lower_case=T
     })
   _log_summary(summary, outputs)
   return summary
+
+
+def _default_workers(shard_bytes):
+  """All cores, unless the machine's memory cannot hold that many workers (each ~1 GB + ~8x its shard)."""
+  cores = os.cpu_count() or 1
+  try:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  except (ValueError, OSError, AttributeError):
+    return cores
+  per_worker = (1 << 30) + 8 * shard_bytes
+  fit = max(1, int(0.8 * memory) // per_worker)
+  if fit < cores:
+    logging.info("using %d of %d cores: each worker needs about %.1f GB with --shard_size_mb=%.4g",
+                 fit, cores, per_worker / 2**30, shard_bytes / 2**20)
+  return min(cores, fit)
 
 
 def _estimated_shards(input_files, shard_bytes):

@@ -46,8 +46,9 @@ def define_flags():
                      "independent pools (own seed; shard 0 uses --random_seed), so an input below "
                      "this size reproduces the original script exactly.")
   flags.DEFINE_integer("num_workers", None,
-                       "Worker processes for shards (default: all cores). The output does not "
-                       "depend on it.")
+                       "Worker processes for shards (default: all cores, fewer if the memory cannot "
+                       "hold that many; each needs ~1 GB plus ~8x --shard_size_mb). The output "
+                       "does not depend on it.")
   flags.DEFINE_bool("gzip", False, "Write GZIP-compressed TFRecords.")
   flags.DEFINE_bool("resume", False,
                     "Skip the run when every output file exists with a manifest matching these "
