@@ -215,3 +215,21 @@ def test_command_line_trains_and_reports_a_manifest_mismatch_on_one_line(tmp_pat
   with open(tmp_path / "out" / "eval_results.txt") as f:
     assert "global_step = 2\n" in f.read()
   assert len(_logged(tmp_path / "out", "loss")) == 2
+
+
+def test_init_checkpoint_loads_the_weights_of_a_previous_run(tmp_path, records):
+  _, held_out = records
+  _train(tmp_path / "a", records[0], num_train_steps=2, do_eval=True, eval_input_file=held_out)
+  trained = _eval_results(tmp_path / "a")
+  fresh = training.run_pretraining(
+      _params(tmp_path / "b", records[0], do_train=False, do_eval=True, eval_input_file=held_out,
+              init_checkpoint=tf.train.latest_checkpoint(str(tmp_path / "a"))),
+      training.create_strategy("one_device"))
+  assert fresh["global_step"] == 0  # weights only: a new run, not a resume
+  assert fresh["masked_lm_loss"] == pytest.approx(trained["masked_lm_loss"], rel=1e-6)
+  assert fresh["next_sentence_loss"] == pytest.approx(trained["next_sentence_loss"], rel=1e-6)
+
+
+def _eval_results(output_dir):
+  with open(os.path.join(output_dir, "eval_results.txt")) as f:
+    return {k: float(v) for k, v in (line.split(" = ") for line in f.read().splitlines())}
