@@ -33,6 +33,7 @@ SUITE = {
     "pretraining": ("bench_pretraining.py", []),
     "input_pipeline": ("bench_input_pipeline.py", ["--preset=small", "--batch=32"]),
     "checkpoint_load": ("bench_checkpoint_load.py", []),
+    "classifier_input": ("bench_classifier_input.py", []),
     "beam_pipeline": ("bench_beam_pipeline.py", []),
 }
 

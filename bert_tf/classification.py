@@ -24,7 +24,7 @@ from absl import logging
 from bert_tf.classifier_data import GenericProcessor, load_labels
 from bert_tf.configs import BertConfig
 from bert_tf.errors import UsageError
-from bert_tf.io_utils import atomic_output
+from bert_tf.io_utils import atomic_output, read_eval_results, write_eval_results  # noqa: F401 (re-exported)
 from bert_tf.training import write_scalar_summary
 
 # ----------------------------------------------------------------------------------------------
@@ -464,28 +464,6 @@ def evaluate(predictor, dataset, labels, metric):
 # ----------------------------------------------------------------------------------------------
 # 5. Result files
 # ----------------------------------------------------------------------------------------------
-
-
-def write_eval_results(path, results):
-  """`key = value` lines in sorted key order, as the original's eval_results.txt."""
-  with atomic_output(path) as tmp:
-    with tf.io.gfile.GFile(tmp, "w") as f:
-      for key in sorted(results):
-        f.write(f"{key} = {results[key]}\n")
-
-
-def read_eval_results(path):
-  """The dict of an eval_results.txt (values as float when they parse)."""
-  results = {}
-  with tf.io.gfile.GFile(path, "r") as f:
-    for line in f:
-      if " = " in line:
-        key, value = line.rstrip("\n").split(" = ", 1)
-        try:
-          results[key] = float(value)
-        except ValueError:
-          results[key] = value
-  return results
 
 
 def write_test_results(path, outputs):

@@ -25,6 +25,7 @@ import time
 from absl import flags
 
 from bert_tf import errors
+from bert_tf.io_utils import read_eval_results
 
 FLAGS = flags.FLAGS
 
@@ -130,21 +131,6 @@ def _read_jsonl(path):
     return []
   with open(path, encoding="utf-8") as f:
     return [json.loads(line) for line in f if line.strip()]
-
-
-def _read_key_values(path):
-  values = {}
-  if not os.path.exists(path):
-    return values
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      if " = " in line:
-        key, value = line.rstrip("\n").split(" = ", 1)
-        try:
-          values[key] = float(value)
-        except ValueError:
-          values[key] = value
-  return values
 
 
 def majority_baseline(train_tsv, dev_tsv):
@@ -256,8 +242,8 @@ def collect_summary(demo, records, pretrain_dir, finetune_dir, random_dir, expor
   manifest = read_manifest(records) or {}
   log = _read_jsonl(os.path.join(pretrain_dir, "train_log.jsonl"))
   speeds = sorted(r["sequences_per_sec"] for r in log[1:] or log)
-  pre_eval = _read_key_values(os.path.join(pretrain_dir, "eval_results.txt"))
-  fine_eval = _read_key_values(os.path.join(finetune_dir, "eval_results.txt"))
+  pre_eval = read_eval_results(os.path.join(pretrain_dir, "eval_results.txt"))
+  fine_eval = read_eval_results(os.path.join(finetune_dir, "eval_results.txt"))
   top_label, baseline = majority_baseline(os.path.join(sentiment, "train.tsv"),
                                           os.path.join(sentiment, "dev.tsv"))
   summary = {
@@ -283,7 +269,7 @@ def collect_summary(demo, records, pretrain_dir, finetune_dir, random_dir, expor
       "export_dir": export_dir,
   }
   if random_dir:
-    summary["dev_accuracy_random_init"] = _read_key_values(
+    summary["dev_accuracy_random_init"] = read_eval_results(
         os.path.join(random_dir, "eval_results.txt")).get("eval_accuracy")
   return summary
 

@@ -118,3 +118,32 @@ def file_sha256(path):
     for chunk in iter(lambda: f.read(1 << 20), b""):
       h.update(chunk)
   return h.hexdigest()
+
+
+def write_eval_results(path, results):
+  """`eval_results.txt` as google-research/bert writes it: `key = value` lines, sorted keys; atomic."""
+  atomic_write_text(path, "".join(f"{key} = {results[key]}\n" for key in sorted(results)))
+
+
+def read_eval_results(path):
+  """The dict of an eval_results.txt (values as float where they parse); {} when it is absent."""
+  if _is_remote(path):
+    import tensorflow as tf
+    if not tf.io.gfile.exists(path):
+      return {}
+    with tf.io.gfile.GFile(path, "r") as f:
+      lines = f.read().splitlines()
+  elif os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      lines = f.read().splitlines()
+  else:
+    return {}
+  results = {}
+  for line in lines:
+    if " = " in line:
+      key, value = line.split(" = ", 1)
+      try:
+        results[key] = float(value)
+      except ValueError:
+        results[key] = value
+  return results

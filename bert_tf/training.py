@@ -18,7 +18,7 @@ import tensorflow as tf
 from absl import logging
 
 from bert_tf.errors import UsageError
-from bert_tf.io_utils import atomic_write_text
+from bert_tf.io_utils import atomic_write_text, write_eval_results
 
 
 # ----------------------------------------------------------------------------------------------
@@ -616,8 +616,7 @@ def _train(task, keeper, params, strategy, files):
 
 def _write_eval_results(output_dir, result):
   """`eval_results.txt` as the original (`key = value`, sorted keys), written atomically, + TensorBoard."""
-  text = "".join(f"{key} = {result[key]}\n" for key in sorted(result))
-  atomic_write_text(os.path.join(output_dir, "eval_results.txt"), text)
+  write_eval_results(os.path.join(output_dir, "eval_results.txt"), result)
   writer = tf.summary.create_file_writer(os.path.join(output_dir, "eval"))
   with writer.as_default(step=result["global_step"]):
     for key, value in result.items():

@@ -44,3 +44,40 @@ def validate_runtime_flags(flag_values=None):
       raise UsageError(f"--{name} must be >= 1, got {getattr(fv, name)}")
   if fv.distribution_strategy == "tpu" and not fv.tpu:
     raise UsageError("--distribution_strategy=tpu needs --tpu (a TPU name, grpc:// address or 'local')")
+
+
+def define_legacy_tpu_flags():
+  """The original scripts' TPU flags, accepted so old command lines run unchanged (idempotent).
+
+  --use_tpu/--tpu_name/--iterations_per_loop map onto --distribution_strategy=tpu/--tpu/
+  --steps_per_loop (see `resolve_legacy_tpu_flags`); the others are accepted and unused (the
+  TPU name is enough for the cluster resolver, and the strategy finds the cores).
+  """
+  if "use_tpu" in flags.FLAGS:
+    return
+  flags.DEFINE_bool("use_tpu", False, "Original's TPU switch: same as --distribution_strategy=tpu.")
+  flags.DEFINE_string("tpu_name", None, "Original's name of --tpu.")
+  flags.DEFINE_integer("iterations_per_loop", None, "Original's name of --steps_per_loop.")
+  flags.DEFINE_string("tpu_zone", None, "Accepted for old command lines (the TPU name suffices).")
+  flags.DEFINE_string("gcp_project", None, "Accepted for old command lines (the TPU name suffices).")
+  flags.DEFINE_string("master", None, "Accepted for old command lines (unused).")
+  flags.DEFINE_integer("num_tpu_cores", 8, "Accepted for old command lines (the strategy finds them).")
+
+
+def resolve_legacy_tpu_flags(flag_values=None):
+  """Returns (distribution_strategy, tpu, steps_per_loop) with the original's TPU flags applied.
+
+  Raises `UsageError` for --use_tpu without a TPU name or a non-positive --iterations_per_loop.
+  """
+  from bert_tf.errors import UsageError
+  fv = flag_values or flags.FLAGS
+  strategy, tpu, steps_per_loop = fv.distribution_strategy, fv.tpu or fv.tpu_name, fv.steps_per_loop
+  if fv.use_tpu:
+    if not tpu:
+      raise UsageError("--use_tpu needs --tpu_name (or --tpu)")
+    strategy = "tpu"
+  if fv.iterations_per_loop is not None:
+    if fv.iterations_per_loop < 1:
+      raise UsageError(f"--iterations_per_loop must be >= 1, got {fv.iterations_per_loop}")
+    steps_per_loop = fv.iterations_per_loop
+  return strategy, tpu, steps_per_loop

@@ -11,6 +11,7 @@ generic-task columns and --seed. Example:
 
 from absl import flags, logging
 
+from bert_tf.cli import common
 from bert_tf.cli.common import define_runtime_flags, validate_runtime_flags
 from bert_tf.errors import UsageError, run_main
 
@@ -48,13 +49,7 @@ def define_flags():
   flags.DEFINE_float("warmup_proportion", 0.1, "Fraction of the steps with a linear warmup.")
   flags.DEFINE_integer("save_checkpoints_steps", 1000, "Checkpoint every N steps.")
   # The original's TPU flags, accepted so old command lines run.
-  flags.DEFINE_bool("use_tpu", False, "Same as --distribution_strategy=tpu.")
-  flags.DEFINE_string("tpu_name", None, "Same as --tpu.")
-  flags.DEFINE_integer("iterations_per_loop", None, "Same as --steps_per_loop.")
-  flags.DEFINE_string("tpu_zone", None, "Accepted for compatibility (the TPU name is enough).")
-  flags.DEFINE_string("gcp_project", None, "Accepted for compatibility.")
-  flags.DEFINE_string("master", None, "Accepted for compatibility.")
-  flags.DEFINE_integer("num_tpu_cores", 8, "Accepted for compatibility (the strategy finds them).")
+  common.define_legacy_tpu_flags()
   # Additions.
   define_runtime_flags()
   flags.DEFINE_string("export_dir", None, "Write a SavedModel that classifies raw strings here.")
@@ -71,17 +66,7 @@ def options_from_flags(fv=None):
   from bert_tf.classification import RunOptions
   fv = fv or FLAGS
   validate_runtime_flags(fv)
-  strategy, tpu, steps_per_loop = fv.distribution_strategy, fv.tpu, fv.steps_per_loop
-  if fv.use_tpu:
-    strategy, tpu = "tpu", tpu or fv.tpu_name
-    if not tpu:
-      raise UsageError("--use_tpu needs --tpu_name (or --tpu)")
-  elif fv.tpu_name and not tpu:
-    tpu = fv.tpu_name
-  if fv.iterations_per_loop is not None:
-    if fv.iterations_per_loop < 1:
-      raise UsageError(f"--iterations_per_loop must be >= 1, got {fv.iterations_per_loop}")
-    steps_per_loop = fv.iterations_per_loop
+  strategy, tpu, steps_per_loop = common.resolve_legacy_tpu_flags(fv)
   return RunOptions(
       task_name=fv.task_name, data_dir=fv.data_dir, vocab_file=fv.vocab_file,
       output_dir=fv.output_dir, bert_config_file=fv.bert_config_file,

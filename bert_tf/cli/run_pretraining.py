@@ -39,14 +39,7 @@ def define_flags():
   flags.DEFINE_integer("num_warmup_steps", 10000, "Linear warmup steps.")
   flags.DEFINE_integer("save_checkpoints_steps", 1000, "Checkpoint every N steps.")
   flags.DEFINE_integer("max_eval_steps", 100, "Evaluate on at most N batches.")
-  # Accepted for old command lines.
-  flags.DEFINE_integer("iterations_per_loop", None, "Original's name of --steps_per_loop.")
-  flags.DEFINE_bool("use_tpu", False, "Original's TPU switch: same as --distribution_strategy=tpu.")
-  flags.DEFINE_string("tpu_name", None, "Original's name of --tpu.")
-  flags.DEFINE_string("tpu_zone", None, "Accepted for old command lines (the TPU name suffices).")
-  flags.DEFINE_string("gcp_project", None, "Accepted for old command lines (the TPU name suffices).")
-  flags.DEFINE_string("master", None, "Accepted for old command lines (unused).")
-  flags.DEFINE_integer("num_tpu_cores", 8, "Accepted for old command lines (the strategy finds them).")
+  common.define_legacy_tpu_flags()
   # New.
   flags.DEFINE_string("eval_input_file", None, "Held-out TFRecords for --do_eval.")
   flags.DEFINE_enum("optimizer", "adamw", ["adamw", "lamb"], "adamw as the original, lamb for large batches.")
@@ -76,7 +69,7 @@ def params_from_flags():
       optimizer=FLAGS.optimizer, weight_decay_rate=FLAGS.weight_decay_rate,
       gradient_accumulation_steps=FLAGS.gradient_accumulation_steps,
       mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
-      steps_per_loop=FLAGS.iterations_per_loop or FLAGS.steps_per_loop, log_steps=FLAGS.log_steps,
+      steps_per_loop=FLAGS.steps_per_loop, log_steps=FLAGS.log_steps,
       keep_checkpoint_max=FLAGS.keep_checkpoint_max, seed=FLAGS.random_seed,
       shuffle_buffer_size=FLAGS.shuffle_buffer_size)
 
@@ -87,8 +80,7 @@ def main(argv):
     raise errors.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.INFO)
   common.validate_runtime_flags()
-  if FLAGS.use_tpu or FLAGS.tpu_name:
-    FLAGS.distribution_strategy, FLAGS.tpu = "tpu", FLAGS.tpu or FLAGS.tpu_name
+  FLAGS.distribution_strategy, FLAGS.tpu, FLAGS.steps_per_loop = common.resolve_legacy_tpu_flags()
   params = params_from_flags()
   training.precision_policy_from_flags(FLAGS)
   strategy = training.strategy_from_flags(FLAGS)
