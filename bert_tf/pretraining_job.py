@@ -69,7 +69,9 @@ class ShardStats:
   bad_lines: int = 0
   long_sentences: int = 0
   single_document: bool = False
-  seconds: float = 0.0  # time spent on the shard by its worker (tokenizing + building + serializing)
+  # Time spent on the shard by its worker (tokenizing + building + serializing); a measurement,
+  # not part of what the shard produced, so two runs with equal output compare equal.
+  seconds: float = dataclasses.field(default=0.0, compare=False)
 
   def add(self, other):
     for field in ("documents", "sentences", "tokens", "instances", "bad_lines", "long_sentences",

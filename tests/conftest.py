@@ -25,7 +25,31 @@ def _split_cpu():
     pass  # already initialised by an earlier import; tests that need 2 devices check for them
 
 
+def _deterministic():
+  """Deterministic kernels for the whole session (the resume and equivalence tests compare runs
+  bit for bit), with a global seed so that unseeded random ops stay legal under determinism.
+  Set here, not in one test module, so a test behaves the same alone and in the full suite."""
+  import tensorflow as tf
+  tf.config.experimental.enable_op_determinism()
+  tf.random.set_seed(20261129)
+
+
 _split_cpu()
+_deterministic()
+
+
+@pytest.fixture(scope="session")
+def two_cpu_mirrored():
+  """One MirroredStrategy over the two logical CPUs, shared by every test that needs one.
+
+  Collective ops cache their parameters by instance key, and each new strategy object starts its
+  keys from the same value, so a second MirroredStrategy in the same process would collide with
+  the first one's cached shapes. A real run has one strategy per process; the tests share one.
+  """
+  import tensorflow as tf
+  if len(tf.config.list_logical_devices("CPU")) < 2:
+    pytest.fail("conftest should provide two logical CPU devices")
+  return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 
 @pytest.fixture

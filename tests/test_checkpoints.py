@@ -145,7 +145,9 @@ def test_round_trip_tf1_keras_tf1_is_bit_exact(tmp_path, reference_tensors):
   # The name-based TF1 Saver (what the original code uses) restores it into graph variables.
   graph = tf.Graph()
   with graph.as_default():
-    variables = {name: tf.compat.v1.get_variable(name, shape=value.shape, dtype=value.dtype)
+    zeros = tf.compat.v1.zeros_initializer()  # restored over; no random op (determinism is on)
+    variables = {name: tf.compat.v1.get_variable(name, shape=value.shape, dtype=value.dtype,
+                                                 initializer=zeros)
                  for name, value in reference_tensors.items()}
     saver = tf.compat.v1.train.Saver(var_list=variables)
     with tf.compat.v1.Session(graph=graph) as session:

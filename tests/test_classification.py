@@ -60,7 +60,7 @@ def test_result_files_are_written_as_the_original(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ["eval_results.txt", "test_results.tsv"]  # no temp files
 
 
-def test_two_replica_step_equals_one_device_step():
+def test_two_replica_step_equals_one_device_step(two_cpu_mirrored):
   """Mirrored training sums gradients over replicas before clipping: same weights as one device."""
   import keras
 
@@ -78,7 +78,7 @@ def test_two_replica_step_equals_one_device_step():
   labels = tf.constant(rng.integers(0, 3, 8), tf.int32)
   initial, trained = None, []
   for strategy in (tf.distribute.OneDeviceStrategy(cpus[0].name),
-                   tf.distribute.MirroredStrategy([cpus[0].name, cpus[1].name])):
+                   two_cpu_mirrored):
     with strategy.scope():
       model = BertClassifier(config, 3)
       model(features)

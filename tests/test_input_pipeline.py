@@ -113,11 +113,8 @@ def test_globs_skip_manifests_and_bad_files_are_named(tmp_path):
     input_pipeline.check_pretraining_files(str(tmp_path / "nothing-*.tfrecord"), SEQ, PRED)
 
 
-def test_distributed_dataset_gives_each_replica_its_share(tmp_path):
-  cpus = tf.config.list_logical_devices("CPU")
-  if len(cpus) < 2:
-    pytest.fail("conftest should provide two logical CPU devices")
-  strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+def test_distributed_dataset_gives_each_replica_its_share(tmp_path, two_cpu_mirrored):
+  strategy = two_cpu_mirrored
   files = _checked(",".join(_files(tmp_path, [8])))
   ds = input_pipeline.distributed_dataset(strategy, files, 4, SEQ, PRED, accumulation_steps=3)
   batch = next(iter(ds))
