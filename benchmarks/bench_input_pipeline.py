@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 
+import report  # benchmarks/report.py
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -110,6 +112,9 @@ def main(argv=None):
   print(f"{args.preset} seq={args.seq_length} batch={args.batch} {args.precision}: "
         f"tf.data {data:.0f} seq/s, training {train:.1f} seq/s, ratio {data / train:.1f}x "
         f"({os.cpu_count()} CPUs, shared)", flush=True)
+  report.emit({"preset": args.preset, "seq_length": args.seq_length, "batch": args.batch,
+               "precision": args.precision, "pipeline_sequences_per_sec": data,
+               "training_sequences_per_sec": train, "ratio": data / train})
 
 
 if __name__ == "__main__":

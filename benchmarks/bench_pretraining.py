@@ -24,6 +24,8 @@ import sys
 import time
 import warnings
 
+import report  # benchmarks/report.py
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -231,8 +233,14 @@ def main(argv=None):
   warnings.filterwarnings("ignore", message="Gradients do not exist")
   print(f"devices: {[d.name for d in tf.config.list_logical_devices()]}; "
         f"{os.cpu_count()} CPUs (shared machines make absolute numbers noisy; the ratio is the result)")
+  results = {}
   for precision in args.precisions.split(","):
-    measure(args, precision.strip())
+    medians = measure(args, precision.strip())
+    if "keras-hub" in medians:
+      medians["ratio"] = medians["bert_tf"] / medians["keras-hub"]
+    results[precision.strip()] = medians
+  report.emit({"preset": args.preset, "seq_length": args.seq_length, "batch": args.batch,
+               "jit_compile": args.jit_compile, "sequences_per_sec": results})
 
 
 if __name__ == "__main__":

@@ -30,8 +30,10 @@ REPO = os.path.dirname(HERE)
 SUITE = {
     "tokenization": ("bench_tokenization.py", []),
     "pretraining_data": ("bench_pretraining_data.py", []),
-    "pretraining": ("bench_pretraining.py", []),
-    "input_pipeline": ("bench_input_pipeline.py", ["--preset=small", "--batch=32"]),
+    "pretraining": ("bench_pretraining.py", ["--preset=small", "--batch=32", "--steps=3", "--repeats=3",
+                                             "--warmup=1"]),
+    "input_pipeline": ("bench_input_pipeline.py", ["--preset=small", "--batch=32", "--steps=2",
+                                                   "--repeats=3", "--warmup=1"]),
     "checkpoint_load": ("bench_checkpoint_load.py", []),
     "classifier_input": ("bench_classifier_input.py", []),
     "beam_pipeline": ("bench_beam_pipeline.py", []),
@@ -129,13 +131,22 @@ def main():
                       + ", ".join(SUITE))
   parser.add_argument("--out_dir", default=os.path.join(REPO, "output", "bench"))
   parser.add_argument("--timeout", type=int, default=1800, help="Seconds allowed per benchmark.")
+  parser.add_argument("--original_bert_dir", default=None,
+                      help="A checkout of google-research/bert: its create_pretraining_data.py and "
+                      "tokenization.py are then measured as the references (never bundled here).")
   args = parser.parse_args()
   names = [n.strip() for n in args.only.split(",") if n.strip()] or list(SUITE)
   unknown = [n for n in names if n not in SUITE]
   if unknown:
     sys.exit(f"error: --only: unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(SUITE)}")
   info = machine_info()
-  records = [run_one(n, *SUITE[n], timeout=args.timeout) for n in names]
+  suite = {name: (script, list(extra)) for name, (script, extra) in SUITE.items()}
+  if args.original_bert_dir:
+    suite["pretraining_data"][1].append(
+        "--original_script=" + os.path.join(args.original_bert_dir, "create_pretraining_data.py"))
+    suite["tokenization"][1].append(
+        "--original_tokenization=" + os.path.join(args.original_bert_dir, "tokenization.py"))
+  records = [run_one(n, *suite[n], timeout=args.timeout) for n in names]
   json_path, md_path = write_report(args.out_dir, info, records)
   print(f"\nreport: {md_path}\n        {json_path}")
   sys.exit(0 if all(r["exit_code"] == 0 for r in records) else 1)
