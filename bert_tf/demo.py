@@ -315,6 +315,14 @@ def _fmt(value, spec=".4f"):
   return format(value, spec) if isinstance(value, float) else str(value)
 
 
+def _tensorboard_command():
+  """`tensorboard` as it can be started from here (the demo extra installs it into the venv)."""
+  beside = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+  if os.path.exists(beside):
+    return os.path.relpath(beside) if beside.startswith(os.getcwd()) else beside
+  return "tensorboard" if shutil.which("tensorboard") else "pip install tensorboard && tensorboard"
+
+
 def print_summary(s):
   rows = [
       ("data", "documents", _fmt(s["documents"])),
@@ -344,7 +352,7 @@ def print_summary(s):
   print(f"  SavedModel      {s['export_dir']}")
   print(f"  curves          {s['curves_png']}")
   print(f"  summary         {os.path.join(s['output_dir'], 'summary.json')}")
-  print(f"  TensorBoard     tensorboard --logdir {s['output_dir']}")
+  print(f"  TensorBoard     {_tensorboard_command()} --logdir {s['output_dir']}")
   stages = ", ".join(f"{k} {v:.0f}s" for k, v in s["stage_times_s"].items())
   print(f"  stage times     {stages}")
   print("=" * 72, flush=True)
