@@ -76,10 +76,9 @@ def define_flags():
 class Demo:
   """Runs the stages as subprocesses, streaming their output, and collects the figures."""
 
-  def __init__(self, out, data_dir, quick):
+  def __init__(self, out, data_dir):
     self.out = os.path.abspath(out)
     self.data_dir = os.path.abspath(data_dir)
-    self.quick = quick
     self.logs = os.path.join(self.out, "logs")
     os.makedirs(self.logs, exist_ok=True)
     self.timings = {}
@@ -134,22 +133,23 @@ def _read_jsonl(path):
     return [json.loads(line) for line in f if line.strip()]
 
 
-def majority_baseline(train_tsv, dev_tsv):
-  """Accuracy on dev of always predicting the most frequent training label."""
-  def labels(path):
-    with open(path, encoding="utf-8") as f:
-      rows = [line.rstrip("\n").split("\t") for line in f][1:]
-    return [r[-1] for r in rows if r and r[-1] != ""]
-  train, dev = labels(train_tsv), labels(dev_tsv)
-  top = max(set(train), key=train.count)
-  return top, sum(1 for y in dev if y == top) / len(dev)
+def majority_baseline(data_dir):
+  """(most frequent training label, dev accuracy of always predicting it), read with the same
+  SST-2 processor run_classifier.py uses."""
+  import numpy as np
+  from bert_tf import classifier_data
+  processor = classifier_data.get_processor("sst-2")
+  train = processor.examples(data_dir, "train")
+  dev = processor.examples(data_dir, "dev")
+  top = processor.get_labels()[int(np.bincount(classifier_data.label_ids(processor, train)).argmax())]
+  return top, classifier_data.majority_baseline(processor, train, dev)
 
 
 def run_demo():
   out = FLAGS.demo_output_dir
   if FLAGS.fresh and os.path.isdir(out):
     shutil.rmtree(out)
-  demo = Demo(out, FLAGS.data_dir, FLAGS.quick)
+  demo = Demo(out, FLAGS.data_dir)
   wall_start = time.time()
   quick = FLAGS.quick
   total = 4 + int(FLAGS.build_vocab) + int(FLAGS.compare_random_init)
@@ -245,8 +245,7 @@ def collect_summary(demo, records, pretrain_dir, finetune_dir, random_dir, expor
   speeds = sorted(r["sequences_per_sec"] for r in log[1:] or log)
   pre_eval = read_eval_results(os.path.join(pretrain_dir, "eval_results.txt"))
   fine_eval = read_eval_results(os.path.join(finetune_dir, "eval_results.txt"))
-  top_label, baseline = majority_baseline(os.path.join(sentiment, "train.tsv"),
-                                          os.path.join(sentiment, "dev.tsv"))
+  top_label, baseline = majority_baseline(sentiment)
   summary = {
       "output_dir": demo.out,
       "wall_time_s": round(wall_s, 1),
