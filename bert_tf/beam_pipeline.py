@@ -129,7 +129,7 @@ def _make_build_shards_fn(config, work_dir):
       self.processor = None
 
     def setup(self):
-      # One tokenizer per worker process (building it traces TensorFlow functions).
+      # One tokenizer (and word cache) per worker process.
       self.processor = pretraining_job.ShardProcessor(config.vocab_file, config.do_lower_case,
                                                       config.options)
 

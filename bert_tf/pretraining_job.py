@@ -11,8 +11,10 @@ Memory: the reader thread is at most one shard ahead of each worker (queues of s
 holds one shard, and record chunks in flight are bounded by the queue sizes, so the peak is about
 (shard text + shard instances) x workers, whatever the corpus size.
 
-Workers are started with the "spawn" method (TensorFlow, used by the tokenizer, is not fork-safe);
-with one worker everything runs in the calling process. Outputs are written under temporary names
+Nothing here imports TensorFlow (the tokenizer is `word_cache_tokenizer`, records are serialized
+by `pretraining_records`), so a worker starts in well under a second. Workers are started with the
+"spawn" method (safe whatever the calling process has loaded, e.g. TensorFlow in a notebook); with
+one worker everything runs in the calling process. Outputs are written under temporary names
 and renamed, with their manifests, only when every shard is done.
 """
 
@@ -129,9 +131,12 @@ ShardProcessor = _ShardBuilder
 
 @functools.lru_cache(maxsize=2)
 def _tokenizer(vocab_file, do_lower_case):
-  """One tokenizer per vocab and casing in a process (building one traces TensorFlow functions)."""
-  from bert_tf import tokenization
-  return tokenization.FullTokenizer(vocab_file, do_lower_case=do_lower_case)
+  """One tokenizer per vocab and casing in a process; its word cache serves every shard.
+
+  The plain-Python tokenizer gives the same ids as `tokenization.FullTokenizer` without importing
+  TensorFlow, which would cost each process seconds of start-up."""
+  from bert_tf import word_cache_tokenizer
+  return word_cache_tokenizer.CachedFullTokenizer(vocab_file, do_lower_case=do_lower_case)
 
 
 def _worker_main(vocab_file, do_lower_case, options, records_per_chunk, inbox, outbox):
