@@ -13,11 +13,14 @@ Runs every command as a subprocess and samples the resident memory of its whole 
   python benchmarks/bench_pretraining_data.py \
       --original_script=/tmp/google_bert/create_pretraining_data.py
 
-The machine's other load changes every figure; ratios are measured within one run.
+The machine's other load changes every figure; ratios are measured within one run, and each of our
+cases is run once with its memory sampled (peak RSS of the process tree) and --repeats times
+without sampling for its time (median).
 """
 
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,6 +42,8 @@ flags.DEFINE_integer("dupe_factor", 5, "--dupe_factor of every run.")
 flags.DEFINE_integer("max_seq_length", 128, "--max_seq_length of every run.")
 flags.DEFINE_integer("scale", 10, "How many times the corpus is repeated for the large input.")
 flags.DEFINE_float("shard_size_mb", 2.0, "--shard_size_mb of the sharded runs.")
+flags.DEFINE_integer("repeats", 3, "Timed runs of each of our cases (median reported; a run of a few "
+                     "seconds is sensitive to the machine's other load), after one memory-sampled run.")
 flags.DEFINE_string("workdir", None, "Folder for inputs and outputs (default: a temporary one).")
 FLAGS = flags.FLAGS
 
@@ -49,10 +54,20 @@ _ORIGINAL_SHIM = (
     "dirname(script)); sys.argv = sys.argv[1:]; runpy.run_path(script, run_name='__main__')")
 
 
-def measure(command):
-  """Runs `command`; returns (seconds, peak RSS in MB of its process tree)."""
+def measure(command, sample_memory=True):
+  """Runs `command`; returns (seconds, peak RSS in MB of its process tree, or None).
+
+  Sampling the tree's memory costs CPU in this process, which a command using every core feels;
+  `sample_memory=False` times the command alone.
+  """
   import psutil
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
+  if not sample_memory:
+    start = time.time()
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+    if done.returncode != 0:
+      raise RuntimeError(f"command failed ({done.returncode}): {' '.join(command)}\n{done.stderr[-3000:]}")
+    return time.time() - start, None
   start = time.time()
   # Output goes to a file: a pipe left unread would fill up and block the command.
   with open(os.devnull, "w") as sink, tempfile.TemporaryFile("w+") as log:
@@ -86,7 +101,9 @@ def ours(input_file, output_file, num_workers, shard_size_mb=None):
              f"--dupe_factor={FLAGS.dupe_factor}", f"--num_workers={num_workers}"]
   if shard_size_mb:
     command.append(f"--shard_size_mb={shard_size_mb}")
-  return measure(command)
+  _, peak = measure(command)  # memory, sampled in a run of its own
+  seconds = [measure(command, sample_memory=False)[0] for _ in range(max(1, FLAGS.repeats))]
+  return statistics.median(seconds), peak
 
 
 def records_equal(path_a, path_b):

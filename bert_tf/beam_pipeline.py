@@ -15,8 +15,8 @@ Same shards, same seeds, same per-shard code as the local multi-process job
                    of the counts before it). Globally, record g goes to output `g % num_outputs`
                    (the original's round-robin), so output f is the concatenation, in shard order,
                    of piece `(f - o_k) % num_outputs` of each shard k.
-  4. WriteOutputs  each output file is written by one worker by concatenating its pieces (gzip
-                   applied here when asked), in parallel across output files.
+  4. WriteOutputs  each output file is written by one worker by concatenating its pieces (with
+                   --gzip each piece is already one gzip member), in parallel across output files.
 
 The launching process then renames the finished files into place and writes their manifests
 (`pretraining_job.create_pretraining_data` does that part for both runners). Scratch files live in
@@ -32,7 +32,6 @@ Example (Python):
 """
 
 import dataclasses
-import gzip
 import json
 import time
 
@@ -40,6 +39,7 @@ from absl import logging
 
 from bert_tf import corpus_shards
 from bert_tf import pretraining_job
+from bert_tf import pretraining_records
 
 _COPY_BLOCK_BYTES = 16 << 20
 
@@ -58,11 +58,6 @@ class ShardResult:
   num_records: int
   stats: pretraining_job.ShardStats
   vocab_size: int
-
-
-def piece_path(work_dir, shard_index, residue):
-  """Scratch file holding the records j of shard `shard_index` with j % num_outputs == residue."""
-  return f"{work_dir}/shard-{shard_index:06d}-piece-{residue:04d}.records"
 
 
 def output_pieces(results, num_outputs, work_dir):
@@ -85,12 +80,9 @@ def output_pieces(results, num_outputs, work_dir):
   records_per_file = [0] * num_outputs
   offset = 0  # global index of the shard's first record
   for result in results:
-    for f in range(num_outputs):
-      residue = (f - offset) % num_outputs
-      count = len(range(residue, result.num_records, num_outputs))
-      if count:
-        pieces[f].append(piece_path(work_dir, result.index, residue))
-        records_per_file[f] += count
+    for f, residue, count in pretraining_records.shard_pieces(result.num_records, offset, num_outputs):
+      pieces[f].append(pretraining_records.piece_path(work_dir, result.index, residue))
+      records_per_file[f] += count
     offset += result.num_records
   return pieces, records_per_file
 
@@ -134,39 +126,23 @@ def _make_build_shards_fn(config, work_dir):
                                                       config.options)
 
     def process(self, shard):
-      num_outputs = len(config.output_files)
-      files = [_create(piece_path(work_dir, shard.index, r)) for r in range(num_outputs)]
-      written, stats = 0, pretraining_job.ShardStats()
+      pieces = pretraining_records.PieceWriter(work_dir, shard.index, len(config.output_files),
+                                               config.compress, open_file=_create)
+      stats = pretraining_job.ShardStats()
       try:
         for message in self.processor.process(shard, config.records_per_chunk):
           if message[0] == "done":
             stats = message[1]
-            continue
-          _, buffer, ends = message
-          written = _split_records(buffer, ends, written, files)
+          else:
+            pieces.write_chunk(message[1], message[2])
       finally:
-        for f in files:
-          f.close()
+        pieces.close()
       logging.info("shard %d: %d documents, %d instances", shard.index, stats.documents,
                    stats.instances)
-      yield ShardResult(index=shard.index, num_records=written, stats=stats,
+      yield ShardResult(index=shard.index, num_records=pieces.num_records, stats=stats,
                         vocab_size=self.processor.vocab_size)
 
   return BuildShards()
-
-
-def _split_records(buffer, ends, first, files):
-  """Writes framed records `first, first + 1, ...` to `files[j % len(files)]`; returns the next j."""
-  data = memoryview(buffer)
-  num_files = len(files)
-  if num_files == 1 and len(ends):
-    files[0].write(data[:int(ends[-1])])
-    return first + len(ends)
-  start = 0
-  for k, stop in enumerate(ends.tolist()):
-    files[(first + k) % num_files].write(data[start:stop])
-    start = stop
-  return first + len(ends)
 
 
 def _plan_outputs(results, num_outputs, work_dir):
@@ -187,14 +163,13 @@ def _plan_outputs(results, num_outputs, work_dir):
     yield index, pieces[index]
 
 
-def _make_write_output_fn(temp_outputs, compress):
-  """Stage 4: concatenates the pieces of one output file into its (temporary) path."""
+def _make_write_output_fn(temp_outputs):
+  """Stage 4: concatenates the pieces of one output file (already compressed when asked) into its
+  (temporary) path."""
 
   def write_output(element):
     index, paths = element
-    raw = _create(temp_outputs[index])
-    out = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6) if compress else raw
-    try:
+    with _create(temp_outputs[index]) as out:
       for path in paths:
         with _open(path) as piece:
           while True:
@@ -202,10 +177,6 @@ def _make_write_output_fn(temp_outputs, compress):
             if not block:
               break
             out.write(block)
-    finally:
-      out.close()
-      if compress:
-        raw.close()
     return index
 
   return write_output
@@ -233,7 +204,7 @@ def build_pipeline(pipeline, config, temp_outputs, work_dir):
       | "AllShards" >> beam.combiners.ToList()
       | "PlanOutputs" >> beam.FlatMap(_plan_outputs, num_outputs, work_dir)
       | "SpreadOutputs" >> beam.Reshuffle()
-      | "WriteOutputs" >> beam.Map(_make_write_output_fn(list(temp_outputs), config.compress)))
+      | "WriteOutputs" >> beam.Map(_make_write_output_fn(list(temp_outputs))))
 
 
 class BeamJobRunner:

@@ -2,14 +2,16 @@
 
 Flow:
   main process: read the input stream, cut shards (`corpus_shards`) --> worker w gets shards
-  w, w + W, w + 2W, ... --> each worker tokenizes its shard and builds its instances
-  (`pretraining_data.build_shard_instances`), then streams serialized records back in chunks -->
-  the main process writes shard 0's records, then shard 1's, ..., round-robin across the output
+  w, w + W, w + 2W, ... --> each worker tokenizes its shard, builds its instances
+  (`pretraining_data.build_shard_instances`) and writes their records into piece files (record j
+  of the shard into piece j % number of outputs) --> the main process appends shard 0's pieces to
+  the output files, then shard 1's, ..., which is the round-robin of records across the output
   files. The output therefore does not depend on the number of workers.
 
 Memory: the reader thread is at most one shard ahead of each worker (queues of size 1), a worker
 holds one shard, and record chunks in flight are bounded by the queue sizes, so the peak is about
-(shard text + shard instances) x workers, whatever the corpus size.
+(shard text + shard instances) x workers, whatever the corpus size; piece files on disk are
+bounded by the shards in flight.
 
 Nothing here imports TensorFlow (the tokenizer is `word_cache_tokenizer`, records are serialized
 by `pretraining_records`), so a worker starts in well under a second. Workers are started with the
@@ -139,17 +141,32 @@ def _tokenizer(vocab_file, do_lower_case):
   return word_cache_tokenizer.CachedFullTokenizer(vocab_file, do_lower_case=do_lower_case)
 
 
-def _worker_main(vocab_file, do_lower_case, options, records_per_chunk, inbox, outbox):
-  """Worker process loop: shards from `inbox`, messages to `outbox`, None ends the loop."""
+def _worker_main(builder, builder_args, records_per_chunk, num_outputs, compress, work_dir, inbox,
+                 outbox):
+  """Worker process loop: shards from `inbox`, each written as piece files into `work_dir`, and a
+  ("done", shard index, records, ShardStats) message to `outbox` per shard; None ends the loop.
+
+  `builder` is the parent's `_ShardBuilder` when the worker was forked from it, else None and the
+  worker builds its own from `builder_args`.
+  """
+  from bert_tf import pretraining_records
   try:
-    builder = _ShardBuilder(vocab_file, do_lower_case, options)
+    builder = builder or _ShardBuilder(*builder_args)
     outbox.put(("ready", builder.vocab_size))
     while True:
       shard = inbox.get()
       if shard is None:
         break
-      for message in builder.process(shard, records_per_chunk):
-        outbox.put(message)
+      pieces = pretraining_records.PieceWriter(work_dir, shard.index, num_outputs, compress)
+      try:
+        for message in builder.process(shard, records_per_chunk):
+          if message[0] == "chunk":
+            pieces.write_chunk(message[1], message[2])
+          else:
+            stats = message[1]
+      finally:
+        pieces.close()
+      outbox.put(("done", shard.index, pieces.num_records, stats))
     outbox.put(("end",))
   except UsageError as e:
     outbox.put(("error", str(e), True))
@@ -215,26 +232,53 @@ def _run_in_process(config, writer, on_shard_done):
       if message[0] == "chunk":
         writer.write_chunk(message[1], message[2])
       else:
+        writer.end_shard()
         on_shard_done(shard.index, shard.input_bytes_done, message[1])
   return builder.vocab_size
 
 
-def _run_with_workers(config, writer, on_shard_done):
+def _start_method():
+  """"fork" where it is safe and cheap (Linux, TensorFlow not loaded in this process): workers then
+  share the parent's tokenizer and loaded compiled code and start at once; else "spawn"."""
   import multiprocessing
-  context = multiprocessing.get_context("spawn")
+  import sys
+  if (sys.platform.startswith("linux") and "tensorflow" not in sys.modules
+      and "fork" in multiprocessing.get_all_start_methods()):
+    return "fork"
+  return "spawn"
+
+
+def _scratch_dir(output_path):
+  """A hidden scratch folder beside the (local) output, else in the temporary folder."""
+  import tempfile
+  parent = None if "://" in output_path else os.path.dirname(os.path.abspath(output_path))
+  return tempfile.mkdtemp(prefix=f".{os.path.basename(output_path)}.pieces-", dir=parent)
+
+
+def _run_with_workers(config, writer, on_shard_done):
+  """Workers write each shard's records as piece files; this process appends them to the outputs
+  in shard order (a copy inside the kernel), so records never travel through pipes."""
+  import multiprocessing
+  import shutil
+  method = _start_method()
+  context = multiprocessing.get_context(method)
   num_workers = config.num_workers
+  builder_args = (config.vocab_file, config.do_lower_case, config.options)
+  builder = _ShardBuilder(*builder_args) if method == "fork" else None
+  work_dir = _scratch_dir(config.output_files[0])
   inboxes = [context.Queue(maxsize=1) for _ in range(num_workers)]
   outboxes = [context.Queue(maxsize=4) for _ in range(num_workers)]
   workers = [
       context.Process(target=_worker_main, name=f"pretraining-data-worker-{w}", daemon=True,
-                      args=(config.vocab_file, config.do_lower_case, config.options,
-                            config.records_per_chunk, inboxes[w], outboxes[w]))
+                      args=(builder, builder_args, config.records_per_chunk,
+                            len(config.output_files), config.compress, work_dir, inboxes[w],
+                            outboxes[w]))
       for w in range(num_workers)]
-  for process in workers:
-    process.start()
   reader = _ShardReader(config, inboxes)
-  reader.start()
   try:
+    for process in workers:
+      process.start()
+    reader.start()
     vocab_size = None
     for w in range(num_workers):  # each worker first reports its tokenizer is built
       message = _receive(outboxes[w], workers[w], reader)
@@ -245,10 +289,14 @@ def _run_with_workers(config, writer, on_shard_done):
       message = _receive(outboxes[w], workers[w], reader)
       if message[0] == "end":
         break
-      while message[0] == "chunk":
-        writer.write_chunk(message[1], message[2])
-        message = _receive(outboxes[w], workers[w], reader)
-      on_shard_done(shard_index, reader.input_bytes_done.get(shard_index, 0), message[1])
+      _, index, num_records, stats = message
+      if index != shard_index:
+        raise RuntimeError(f"{workers[w].name} sent shard {index}, expected {shard_index}")
+      writer.append_pieces(work_dir, index, num_records)
+      for name in os.listdir(work_dir):
+        if name.startswith(f"shard-{index:06d}-"):
+          os.remove(os.path.join(work_dir, name))
+      on_shard_done(shard_index, reader.input_bytes_done.get(shard_index, 0), stats)
       shard_index += 1
     reader.join()
     if reader.error is not None:
@@ -265,6 +313,7 @@ def _run_with_workers(config, writer, on_shard_done):
     for q in inboxes + outboxes:  # after a failure, data left in a queue must not block the exit
       q.cancel_join_thread()
       q.close()
+    shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def _receive(outbox, process, reader):

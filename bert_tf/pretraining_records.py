@@ -13,6 +13,9 @@ TFRecord framing: uint64 length, masked CRC-32C of the length, data, masked CRC-
 """
 
 import gzip
+import io
+import os
+import shutil
 
 import numba
 import numpy as np
@@ -298,10 +301,88 @@ def instances_to_arrays(shard):
   return out
 
 
+def gzip_member(fileobj):
+  """A gzip member written into `fileobj` (closing it closes only the member).
+
+  Deterministic bytes (no file name, time 0), so the same records always compress to the same
+  member, whichever process writes them. A file made of several members back to back is one valid
+  gzip stream (RFC 1952), which TFRecord readers with compression "GZIP" read through.
+  """
+  return gzip.GzipFile(filename="", fileobj=fileobj, mode="wb", compresslevel=6, mtime=0)
+
+
+def piece_path(work_dir, shard_index, residue):
+  """Scratch file holding the records j of shard `shard_index` with j % num_outputs == residue."""
+  return f"{work_dir}/shard-{shard_index:06d}-piece-{residue:04d}.records"
+
+
+def shard_pieces(num_records, offset, num_outputs):
+  """Where a shard's pieces go in the round-robin over the output files.
+
+  Globally, record g goes to output `g % num_outputs` (the original's round-robin). A shard whose
+  first record has global index `offset` holds its record j in piece `j % num_outputs`, so output f
+  gets piece `(f - offset) % num_outputs`.
+
+  Returns:
+    list of (output f, residue, record count), for the outputs that get at least one record.
+  """
+  plan = []
+  for f in range(num_outputs):
+    residue = (f - offset) % num_outputs
+    count = len(range(residue, num_records, num_outputs))
+    if count:
+      plan.append((f, residue, count))
+  return plan
+
+
+def _split_framed(buffer, ends, first, targets):
+  """Writes framed records `first, first + 1, ...` to `targets(k % n)`; returns the next index."""
+  count = len(ends)
+  if count == 0:
+    return first
+  data = memoryview(buffer)
+  num_targets = targets.count
+  if num_targets == 1:
+    targets(0).write(data[:int(ends[-1])])
+    return first + count
+  start = 0
+  for k, stop in enumerate(ends.tolist()):
+    targets((first + k) % num_targets).write(data[start:stop])
+    start = stop
+  return first + count
+
+
+class _Targets:
+  """The files records go to, with one gzip member per file opened on first use when compressing."""
+
+  def __init__(self, files, compress):
+    self.files = files
+    self.count = len(files)
+    self.compress = compress
+    self.members = [None] * self.count
+
+  def __call__(self, index):
+    if not self.compress:
+      return self.files[index]
+    member = self.members[index]
+    if member is None:
+      member = self.members[index] = gzip_member(self.files[index])
+    return member
+
+  def close_members(self):
+    for index, member in enumerate(self.members):
+      if member is not None:
+        member.close()
+        self.members[index] = None
+
+
 class RecordWriter:
   """Writes framed records round-robin across output files, as the original script does.
 
-  The i-th record written (counting across every call) goes to file `i % len(paths)`.
+  The i-th record written (counting across every call) goes to file `i % len(paths)`. Records come
+  either as framed chunks of the current shard (`write_chunk`, then `end_shard`), or as a whole
+  shard's piece files written by a worker (`append_pieces`); both give the same bytes. With
+  compression, each shard's records in a file form one gzip member.
 
   Args:
     paths: the files to write (temporary names; the caller renames them).
@@ -309,36 +390,84 @@ class RecordWriter:
   """
 
   def __init__(self, paths, compress=False):
-    self._raw = [_open_for_writing(p) for p in paths]
-    self._files = [gzip.GzipFile(fileobj=f, mode="wb", compresslevel=6) if compress else f
-                   for f in self._raw]
+    self._targets = _Targets([_open_for_writing(p) for p in paths], compress)
     self.counts = [0] * len(paths)
-    self._next = 0
+    self._next = 0  # global index of the next record, modulo the number of files
 
   def write_chunk(self, buffer, ends):
     """Writes framed records given as one buffer and their end offsets."""
-    num_files = len(self._files)
+    num_files = self._targets.count
+    first = self._next
+    _split_framed(buffer, ends, first, self._targets)
     count = len(ends)
-    if count == 0:
-      return
-    if num_files == 1:
-      self._files[0].write(memoryview(buffer)[:int(ends[-1])])
-      self.counts[0] += count
-      return
-    data = memoryview(buffer)
-    starts = np.concatenate([[0], ends[:-1]]).tolist()
-    stops = ends.tolist()
-    for k in range(count):
-      target = (self._next + k) % num_files
-      self._files[target].write(data[starts[k]:stops[k]])
-      self.counts[target] += 1
-    self._next = (self._next + count) % num_files
+    for f in range(num_files):
+      self.counts[f] += len(range((f - first) % num_files, count, num_files))
+    self._next = (first + count) % num_files
+
+  def end_shard(self):
+    """Ends the current shard (closes its gzip members)."""
+    self._targets.close_members()
+
+  def append_pieces(self, work_dir, shard_index, num_records):
+    """Appends a shard written by `PieceWriter` (already compressed when compressing)."""
+    self.end_shard()
+    for f, residue, count in shard_pieces(num_records, self._next, self._targets.count):
+      _append_file(self._targets.files[f], piece_path(work_dir, shard_index, residue))
+      self.counts[f] += count
+    self._next = (self._next + num_records) % self._targets.count
 
   def close(self):
-    for f in self._files:
+    self.end_shard()
+    for f in self._targets.files:
       f.close()
-    for f in self._raw:
-      f.close()
+
+
+class PieceWriter:
+  """Writes one shard's framed records into piece files: record j into piece `j % num_outputs`.
+
+  Args:
+    work_dir: scratch folder of the pieces.
+    shard_index: the shard's position in the stream.
+    num_outputs: number of output files.
+    compress: make each piece one gzip member.
+    open_file: opens a path for writing bytes (default: the local file system).
+  """
+
+  def __init__(self, work_dir, shard_index, num_outputs, compress=False, open_file=None):
+    open_file = open_file or (lambda path: open(path, "wb"))
+    self._targets = _Targets([open_file(piece_path(work_dir, shard_index, r))
+                              for r in range(num_outputs)], compress)
+    self.num_records = 0
+
+  def write_chunk(self, buffer, ends):
+    self.num_records = _split_framed(buffer, ends, self.num_records, self._targets)
+
+  def close(self):
+    try:
+      self._targets.close_members()
+    finally:
+      for f in self._targets.files:
+        f.close()
+
+
+_COPY_BLOCK_BYTES = 16 << 20
+
+
+def _append_file(out, path):
+  """Appends the bytes of the local file `path` to the open file `out` (in the kernel if possible)."""
+  with open(path, "rb") as src:
+    if hasattr(os, "copy_file_range") and hasattr(out, "fileno"):
+      out.flush()
+      try:
+        copied = os.copy_file_range(src.fileno(), out.fileno(), _COPY_BLOCK_BYTES)
+      except (OSError, io.UnsupportedOperation):  # e.g. an old kernel or another file system
+        copied = None
+      if copied is not None:
+        while copied:
+          copied = os.copy_file_range(src.fileno(), out.fileno(), _COPY_BLOCK_BYTES)
+        out.seek(0, os.SEEK_END)  # the buffered file object learns where the kernel wrote to
+        return
+    shutil.copyfileobj(src, out, _COPY_BLOCK_BYTES)
 
 
 def _open_for_writing(path):

@@ -10,6 +10,7 @@ import pytest
 
 from bert_tf import beam_pipeline
 from bert_tf import pretraining_job
+from bert_tf import pretraining_records
 from bert_tf.errors import UsageError
 
 VOCAB = "vocab/bert-base-uncased-vocab.txt"
@@ -58,7 +59,7 @@ def test_output_pieces_rebuild_the_global_round_robin(tmp_path, num_outputs):
     shard_records = [f"s{index}r{j}" for j in range(count)]
     records.extend(shard_records)
     for residue in range(num_outputs):
-      shard_pieces[beam_pipeline.piece_path("w", index, residue)] = shard_records[residue::num_outputs]
+      shard_pieces[pretraining_records.piece_path("w", index, residue)] = shard_records[residue::num_outputs]
   results = [beam_pipeline.ShardResult(index=i, num_records=c, stats=pretraining_job.ShardStats(),
                                        vocab_size=1) for i, c in enumerate(counts)]
   rng.shuffle(results)  # the runner delivers shard results in any order
@@ -112,6 +113,8 @@ def test_script_runs_beam_with_pipeline_options_after_double_dash(repo_root, dat
       input_file=os.path.join(data_dir, "corpus/sample_text.txt"), output_file=local_out,
       vocab_file=os.path.join(data_dir, VOCAB), dupe_factor=2, gzip=True, num_workers=1)
   with gzip.open(beam_out) as b, gzip.open(local_out) as l:
+    assert b.read() == l.read()
+  with open(beam_out, "rb") as b, open(local_out, "rb") as l:  # the same gzip members too
     assert b.read() == l.read()
   # Trailing arguments are Beam options only with --runner=beam.
   done = subprocess.run([sys.executable, script, *flags, f"--output_file={tmp_path / 'x.tfrecord'}",

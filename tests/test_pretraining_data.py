@@ -199,15 +199,20 @@ def test_one_and_two_workers_write_identical_multi_shard_outputs(data_dir, tmp_p
   flags = dict(input_file="corpus/mobydick_12ch.txt", dupe_factor=2, max_seq_length=64,
                max_predictions_per_seq=10, random_seed=5, shard_size_mb=0.02)
   outs = {}
-  for workers in (1, 2):
-    names = [str(tmp_path / f"w{workers}_{k}.tfrecord") for k in range(2)]
-    summary = run(data_dir, ",".join(names), num_workers=workers, **flags)
-    outs[workers] = [open(n, "rb").read() for n in names]
+  for workers, compress in ((1, False), (2, False), (1, True), (2, True), (3, True)):
+    names = [str(tmp_path / f"w{workers}_{k}{'.gz' if compress else ''}.tfrecord") for k in range(2)]
+    summary = run(data_dir, ",".join(names), num_workers=workers, gzip=compress, **flags)
+    outs[workers, compress] = [open(n, "rb").read() for n in names]
     assert summary.num_shards >= 5
     manifests = [features.read_manifest(n) for n in names]
     assert [m["num_instances"] for m in manifests] == summary.records_per_file
     assert sum(summary.records_per_file) == summary.totals.instances
-  assert outs[1] == outs[2]
+  assert outs[1, False] == outs[2, False]
+  assert outs[1, True] == outs[2, True] == outs[3, True]  # gzip members per shard, same bytes
+  for k in range(2):
+    assert read_records(str(tmp_path / f"w2_{k}.gz.tfrecord"), "GZIP") == read_records(
+        str(tmp_path / f"w1_{k}.tfrecord"))
+  assert not [n for n in os.listdir(tmp_path) if "pieces" in n or ".tmp" in n]  # scratch removed
   # Round-robin: one output file holds the interleaving of the two.
   single = str(tmp_path / "single.tfrecord")
   run(data_dir, single, **flags)
@@ -345,3 +350,4 @@ def test_script_runs_with_the_original_command_line(repo_root, data_dir, tmp_pat
   assert_same_features(parse(read_records(str(tmp_path / "o.tfrecord")), 128, 20), parse(theirs, 128, 20))
   manifest = json.loads((tmp_path / "o.tfrecord.manifest.json").read_text())
   assert manifest["num_instances"] == 60 and manifest["flags"]["num_workers"] == 1
+
