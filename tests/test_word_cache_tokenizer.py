@@ -101,17 +101,22 @@ def test_vocab_without_unk_fails_only_when_unk_is_needed(tmp_path):
 
 
 def test_create_pretraining_data_never_imports_tensorflow(tmp_path):
-  """The offline job's start-up: the tokenizer and the record writer run without TensorFlow."""
-  out = tmp_path / "out.tfrecord"
+  """The offline job's start-up: the tokenizer and the record writer run without TensorFlow, and
+  workers are then forked (the pytest process has TensorFlow loaded, so other tests cover the
+  spawned workers); forked workers write the same bytes as the job in one process."""
+  corpus = os.path.join(DATA_DIR, "corpus", "mobydick_12ch.txt")
+  outs = [tmp_path / "one.tfrecord", tmp_path / "forked.tfrecord"]
   code = (
       "import sys\n"
       "from bert_tf import pretraining_job\n"
-      f"pretraining_job.create_pretraining_data(input_file={os.path.join(DATA_DIR, 'corpus', 'sample_text.txt')!r}, "
-      f"output_file={str(out)!r}, vocab_file={VOCAB!r}, dupe_factor=1, num_workers=1)\n"
-      "print('tensorflow' in sys.modules, 'tensorflow_text' in sys.modules)\n")
+      f"for out, workers in (({str(outs[0])!r}, 1), ({str(outs[1])!r}, 2)):\n"
+      f"  pretraining_job.create_pretraining_data(input_file={corpus!r}, output_file=out, "
+      f"vocab_file={VOCAB!r}, dupe_factor=1, num_workers=workers, shard_size_mb=0.02, gzip=True)\n"
+      "print(pretraining_job._start_method(), 'tensorflow' in sys.modules, "
+      "'tensorflow_text' in sys.modules)\n")
   env = dict(os.environ, PYTHONPATH=os.path.dirname(DATA_DIR))
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
-  assert result.stdout.strip().splitlines()[-1] == "False False"
-  assert out.stat().st_size > 0
+  assert result.stdout.strip().splitlines()[-1] == "fork False False"
+  assert outs[0].stat().st_size > 0 and outs[0].read_bytes() == outs[1].read_bytes()
