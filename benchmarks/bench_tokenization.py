@@ -1,7 +1,9 @@
 """Benchmark: FullTokenizer.tokenize_batch_ids on a corpus, against references measured in this run.
 
 Cases (every line of --corpus, after one warm-up call):
-  ours_batch    bert_tf FullTokenizer.tokenize_batch_ids(lines)  (the path the data job uses)
+  ours_batch    bert_tf FullTokenizer.tokenize_batch_ids(lines)  (TensorFlow graph, as in tf.data)
+  ours_cached   bert_tf CachedFullTokenizer.tokenize_batch_ids(lines), a fresh one (empty word
+                cache): plain Python, what create_pretraining_data uses
   ours_single   bert_tf FullTokenizer.tokenize(line), one call per line (first --single_lines)
   tf_text       tensorflow_text.BertTokenizer(lower_case=True) on the same batches: C++ with
                 tensorflow-text's own normaliser, which does NOT match the original (reference
@@ -84,6 +86,11 @@ def main(argv):
   tok, build_wall, build_cpu = _timed(build)
   ours, wall, cpu = _timed(lambda: tok.tokenize_batch_ids(lines))
   rows.append(("ours_batch", n, wall, cpu))
+  from bert_tf import word_cache_tokenizer
+  cached_ids, wall, cpu = _timed(lambda: word_cache_tokenizer.CachedFullTokenizer(
+      FLAGS.vocab_file, FLAGS.do_lower_case).tokenize_batch_ids(lines))
+  rows.append(("ours_cached", n, wall, cpu))
+  differ_cached = sum(a != b for a, b in zip(ours, cached_ids))
   single = lines[:FLAGS.single_lines]
   _, wall, cpu = _timed(lambda: [tok.tokenize(line) for line in single])
   rows.append(("ours_single", len(single), wall, cpu))
@@ -127,12 +134,14 @@ def main(argv):
     rate = count / wall
     print(f"{name:<12} {count:>7} {wall:>8.2f} {cpu:>8.2f} {rate:>10.0f} {base / rate:>13.2f}")
   print(f"lines where tf_text's ids differ from ours: {differ_tf_text} of {n}")
+  print(f"lines where ours_cached's ids differ from ours_batch: {differ_cached} of {n}")
   if differ_original is not None:
     print(f"lines where the original's ids differ from ours: {differ_original} of {n}")
   report.emit({"lines": n, "threads": FLAGS.threads,
                "cases": {name: {"lines": count, "wall_s": wall, "cpu_s": cpu, "lines_per_s": count / wall}
                          for name, count, wall, cpu in rows},
                "lines_differing_from_tf_text": differ_tf_text,
+               "lines_differing_cached_from_batch": differ_cached,
                "lines_differing_from_original": differ_original})
 
 
