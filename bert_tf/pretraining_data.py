@@ -247,7 +247,7 @@ def create_instances(documents, shard_index, options, tables):
 def warm_up():
   """Loads (or compiles) the compiled code on a tiny shard.
 
-  Numba's work here is mostly outside the GIL, so running this in a thread while TensorFlow and the
+  Numba's work here is mostly outside the GIL, so running this in a thread while the vocab and the
   tokenizer load hides most of its cost.
   """
   vocab = {token: i for i, token in enumerate(["[PAD]", "[CLS]", "[SEP]", "[MASK]", "a", "##b", "c", "d"])}
