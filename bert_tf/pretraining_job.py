@@ -50,7 +50,7 @@ class JobConfig:
     shard_bytes: most bytes of text per shard.
     num_workers: worker processes (1 = in this process).
     compress: gzip the outputs.
-    records_per_chunk: records serialized and sent at a time.
+    records_per_chunk: records serialized and written at a time.
   """
   input_files: list
   output_files: list
@@ -260,6 +260,8 @@ def _run_with_workers(config, writer, on_shard_done):
   in shard order (a copy inside the kernel), so records never travel through pipes."""
   import multiprocessing
   import shutil
+
+  from bert_tf import pretraining_records
   method = _start_method()
   context = multiprocessing.get_context(method)
   num_workers = config.num_workers
@@ -293,9 +295,8 @@ def _run_with_workers(config, writer, on_shard_done):
       if index != shard_index:
         raise RuntimeError(f"{workers[w].name} sent shard {index}, expected {shard_index}")
       writer.append_pieces(work_dir, index, num_records)
-      for name in os.listdir(work_dir):
-        if name.startswith(f"shard-{index:06d}-"):
-          os.remove(os.path.join(work_dir, name))
+      for residue in range(len(config.output_files)):  # PieceWriter made one file per residue
+        os.remove(pretraining_records.piece_path(work_dir, index, residue))
       on_shard_done(shard_index, reader.input_bytes_done.get(shard_index, 0), stats)
       shard_index += 1
     reader.join()
