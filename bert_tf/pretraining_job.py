@@ -8,16 +8,16 @@ Flow:
   the output files, then shard 1's, ..., which is the round-robin of records across the output
   files. The output therefore does not depend on the number of workers.
 
-Memory: the reader thread is at most one shard ahead of each worker (queues of size 1), a worker
-holds one shard, and record chunks in flight are bounded by the queue sizes, so the peak is about
-(shard text + shard instances) x workers, whatever the corpus size; piece files on disk are
-bounded by the shards in flight.
+Memory: the reader thread is at most one shard ahead of each worker (queues of size 1) and a worker
+holds one shard, so the peak is about (shard text + shard instances) x workers, whatever the corpus
+size; piece files on disk are bounded by the shards in flight.
 
 Nothing here imports TensorFlow (the tokenizer is `word_cache_tokenizer`, records are serialized
-by `pretraining_records`), so a worker starts in well under a second. Workers are started with the
-"spawn" method (safe whatever the calling process has loaded, e.g. TensorFlow in a notebook); with
-one worker everything runs in the calling process. Outputs are written under temporary names
-and renamed, with their manifests, only when every shard is done.
+by `pretraining_records`), so a worker starts in well under a second. Workers are forked on Linux
+when the calling process has not loaded TensorFlow (they then share its tokenizer and loaded
+compiled code), and spawned otherwise (`_start_method`); with one worker everything runs in the
+calling process. Outputs are written under temporary names and renamed, with their manifests, only
+when every shard is done.
 """
 
 import dataclasses
