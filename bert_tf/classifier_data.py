@@ -104,7 +104,7 @@ def read_rows(path):
   if not os.path.exists(path) and "://" not in path:
     raise UsageError(f"{path}: file not found (check --data_dir)")
   fmt = _sniff_format(path)
-  with open_text(path) as f:
+  with open_text(path, encoding="utf-8-sig") as f:  # a leading byte-order mark is not data
     if fmt == "jsonl":
       for number, line in enumerate(f, start=1):
         if not line.strip():

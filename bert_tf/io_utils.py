@@ -57,9 +57,11 @@ def open_binary(path):
   return raw
 
 
-def open_text(path, errors="replace"):
-  """Opens a (possibly gzipped) UTF-8 text file; undecodable bytes become U+FFFD by default."""
-  return io.TextIOWrapper(open_binary(path), encoding="utf-8", errors=errors, newline=None)
+def open_text(path, errors="replace", encoding="utf-8"):
+  """Opens a (possibly gzipped) UTF-8 text file; undecodable bytes become U+FFFD by default.
+
+  `encoding="utf-8-sig"` also drops a byte-order mark at the start (spreadsheet exports have one)."""
+  return io.TextIOWrapper(open_binary(path), encoding=encoding, errors=errors, newline=None)
 
 
 def temp_path_for(path):

@@ -224,6 +224,24 @@ def test_generic_csv_with_quotes_discovers_sorted_labels(tmp_path):
     p.examples(str(tmp_path), "dev")
 
 
+def test_generic_files_with_a_byte_order_mark(tmp_path):
+  # Spreadsheet exports start with U+FEFF; it must not become part of the first column's name.
+  import gzip
+  files = {"csv": (b"text,label\nGood,pos\nBad,neg\n", open),
+           "tsv": (b"text\tlabel\nGood\tpos\nBad\tneg\n", open),
+           "jsonl.gz": (b'{"text": "Good", "label": "pos"}\n{"text": "Bad", "label": "neg"}\n',
+                        gzip.open)}
+  p = cd.get_processor("generic", text_a_column="text", label_column="label")
+  for ext, (content, opener) in files.items():
+    folder = tmp_path / ext
+    folder.mkdir()
+    with opener(folder / f"train.{ext}", "wb") as f:
+      f.write(b"\xef\xbb\xbf" + content)
+    assert p.discover_labels(str(folder)) == ["neg", "pos"], ext
+    assert _triples(p.examples(str(folder), "train")) == [("Good", None, "pos"),
+                                                         ("Bad", None, "neg")], ext
+
+
 def test_generic_jsonl_and_label_file_roundtrip(tmp_path):
   with open(tmp_path / "train.jsonl", "w") as f:
     for text, label in [("great", "pos"), ("awful", "neg"), ("fine", "pos")]:
