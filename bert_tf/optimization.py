@@ -91,8 +91,38 @@ class BertAdamW(_PathBasedWeightDecay, keras.optimizers.AdamW):
     super().__init__(**kwargs)
     self._init_exclusions(exclude_from_weight_decay_patterns)
 
+  def update_step(self, gradient, variable, learning_rate):
+    """keras Adam's update, computed by TensorFlow's fused `ResourceApplyAdam` kernel.
+
+    Same formula as `keras.optimizers.Adam.update_step` (m += (g - m)(1 - beta_1),
+    v += (g^2 - v)(1 - beta_2), var -= lr sqrt(1 - beta_2^t) / (1 - beta_1^t) m / (sqrt(v) + eps)),
+    but one pass over each tensor instead of about a dozen elementwise ops: on a CPU, keras' version
+    took ~4% of a BERT-small training step. The moment slots are keras' own, so checkpoints are
+    unchanged. Falls back to keras for AMSGrad.
+    """
+    if self.amsgrad:
+      return super().update_step(gradient, variable, learning_rate)
+    dtype = variable.dtype
+    index = self._get_variable_index(variable)
+    local_step = tf.cast(self.iterations + 1, dtype)
+    beta_1 = tf.cast(self.beta_1, dtype)
+    beta_2 = tf.cast(self.beta_2, dtype)
+    gradient = tf.convert_to_tensor(tf.cast(gradient, dtype))  # IndexedSlices -> dense, as keras
+    tf.raw_ops.ResourceApplyAdam(
+        var=_resource_handle(variable), m=_resource_handle(self._momentums[index]),
+        v=_resource_handle(self._velocities[index]), beta1_power=tf.pow(beta_1, local_step),
+        beta2_power=tf.pow(beta_2, local_step), lr=tf.cast(learning_rate, dtype), beta1=beta_1,
+        beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype), grad=gradient, use_locking=False)
+
   def get_config(self):
     return self._exclusion_config(super().get_config())
+
+
+def _resource_handle(variable):
+  """The resource handle of a keras or tf variable (the local copy inside a strategy's update)."""
+  if isinstance(variable, keras.Variable):
+    variable = variable.value
+  return variable.handle
 
 
 @keras.saving.register_keras_serializable(package="bert_tf")
