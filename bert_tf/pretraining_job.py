@@ -3,14 +3,21 @@
 Flow:
   main process: read the input stream, cut shards (`corpus_shards`) --> worker w gets shards
   w, w + W, w + 2W, ... --> each worker tokenizes its shard, builds its instances
-  (`pretraining_data.build_shard_instances`) and writes their records into piece files (record j
-  of the shard into piece j % number of outputs) --> the main process appends shard 0's pieces to
-  the output files, then shard 1's, ..., which is the round-robin of records across the output
-  files. The output therefore does not depend on the number of workers.
+  (`pretraining_data.build_shard_instances`) and serializes their records --> shard 0's records
+  are appended to the output files, then shard 1's, ..., record j of a shard going to output
+  (o + j) % number of outputs, o being the records before the shard: the original's round-robin.
+  The output therefore does not depend on the number of workers.
+
+Who appends: with local outputs, the worker that made the shard, when a counter shared by the
+workers (`_ShardOrder`) says every earlier shard is written; until then it keeps the records in
+memory (`pretraining_records.ShardBuffer`, up to `JobConfig.worker_buffer_bytes`, beyond which
+they spill to piece files). With remote outputs, workers write piece files (record j of the shard
+into piece j % number of outputs) and the main process appends them.
 
 Memory: the reader thread is at most one shard ahead of each worker (queues of size 1) and a worker
-holds one shard, so the peak is about (shard text + shard instances) x workers, whatever the corpus
-size; piece files on disk are bounded by the shards in flight.
+holds one shard plus at most `worker_buffer_bytes` of waiting records, so the peak depends on the
+shard size and the number of workers, whatever the corpus size; piece files on disk are bounded by
+the shards in flight.
 
 Nothing here imports TensorFlow (the tokenizer is `word_cache_tokenizer`, records are serialized
 by `pretraining_records`), so a worker starts in well under a second. Workers are forked on Linux
@@ -51,6 +58,8 @@ class JobConfig:
     num_workers: worker processes (1 = in this process).
     compress: gzip the outputs.
     records_per_chunk: records serialized and written at a time.
+    worker_buffer_bytes: record bytes a worker may hold in memory while earlier shards are still
+      being written; beyond that a shard spills to piece files (same output either way).
   """
   input_files: list
   output_files: list
@@ -61,6 +70,7 @@ class JobConfig:
   num_workers: int = 1
   compress: bool = False
   records_per_chunk: int = 8192
+  worker_buffer_bytes: int = 192 << 20
 
 
 @dataclasses.dataclass
@@ -142,9 +152,13 @@ def _tokenizer(vocab_file, do_lower_case):
 
 
 def _worker_main(builder, builder_args, records_per_chunk, num_outputs, compress, work_dir, inbox,
-                 outbox):
-  """Worker process loop: shards from `inbox`, each written as piece files into `work_dir`, and a
-  ("done", shard index, records, ShardStats) message to `outbox` per shard; None ends the loop.
+                 outbox, output_paths=None, order=None, buffer_bytes=0):
+  """Worker process loop: shards from `inbox` until None, and a ("done", shard index, records,
+  ShardStats, appended) message to `outbox` per shard, in shard order.
+
+  With `output_paths` (local outputs), the worker appends each shard's records to the outputs itself
+  when `order` says it is that shard's turn (`_OrderedAppender`), so they are written once, from
+  memory; otherwise it leaves piece files in `work_dir` for the main process to append.
 
   `builder` is the parent's `_ShardBuilder` when the worker was forked from it, else None and the
   worker builds its own from `builder_args`.
@@ -153,26 +167,90 @@ def _worker_main(builder, builder_args, records_per_chunk, num_outputs, compress
   try:
     builder = builder or _ShardBuilder(*builder_args)
     outbox.put(("ready", builder.vocab_size))
+    appender = _OrderedAppender(output_paths, order, outbox, buffer_bytes) if output_paths else None
     while True:
-      shard = inbox.get()
+      shard = _next_shard(inbox, appender)
       if shard is None:
         break
-      pieces = pretraining_records.PieceWriter(work_dir, shard.index, num_outputs, compress)
+      if appender is not None:
+        records = pretraining_records.ShardBuffer(work_dir, shard.index, num_outputs, compress,
+                                                  appender.free_budget())
+      else:
+        records = pretraining_records.PieceWriter(work_dir, shard.index, num_outputs, compress)
       try:
         for message in builder.process(shard, records_per_chunk):
           if message[0] == "chunk":
-            pieces.write_chunk(message[1], message[2])
+            records.write_chunk(message[1], message[2])
+            if appender is not None:
+              appender.append_ready()
           else:
             stats = message[1]
       finally:
-        pieces.close()
-      outbox.put(("done", shard.index, pieces.num_records, stats))
+        (records.finish if appender is not None else records.close)()
+      if appender is not None:
+        appender.add(shard.index, records, stats)
+        appender.append_ready()
+      else:
+        outbox.put(("done", shard.index, records.num_records, stats, False))
+    if appender is not None:
+      appender.append_all()
     outbox.put(("end",))
   except UsageError as e:
     outbox.put(("error", str(e), True))
   except BaseException as e:  # reported to the main process, which stops the job
     import traceback
     outbox.put(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}", False))
+
+
+_TURN_POLL_S = 0.002
+
+
+class _OrderedAppender:
+  """A worker's finished shards, appended to the output files in global shard order.
+
+  `order.head` is the index of the next shard to append and `order.next_record` the global index
+  of its first record (shared by all workers). Only the worker holding shard `head` writes, so the
+  files grow shard by shard exactly as if one process wrote them.
+  """
+
+  def __init__(self, output_paths, order, outbox, buffer_bytes):
+    self.files = [open(path, "r+b") for path in output_paths]  # created (empty) by the main process
+    self.buffer_bytes = buffer_bytes
+    self.order = order
+    self.outbox = outbox
+    self.pending = []  # (shard index, ShardBuffer, ShardStats), in shard order
+
+  def free_budget(self):
+    return max(0, self.buffer_bytes - sum(item[1].nbytes for item in self.pending))
+
+  def add(self, index, records, stats):
+    self.pending.append((index, records, stats))
+
+  def append_ready(self):
+    """Appends the pending shards whose turn it is; returns whether any is left."""
+    while self.pending and self.order.head.value == self.pending[0][0]:
+      index, records, stats = self.pending.pop(0)
+      records.append_to(self.files, self.order.next_record.value)
+      self.order.next_record.value += records.num_records
+      self.order.head.value = index + 1  # after the bytes reached the files: the next may go
+      self.outbox.put(("done", index, records.num_records, stats, True))
+    return bool(self.pending)
+
+  def append_all(self):
+    while self.append_ready():
+      time.sleep(_TURN_POLL_S)
+    for f in self.files:
+      f.close()
+
+
+def _next_shard(inbox, appender):
+  """The next shard (or None at the end), appending pending shards while waiting for it."""
+  while True:
+    waiting = appender is not None and appender.append_ready()
+    try:
+      return inbox.get(timeout=_TURN_POLL_S if waiting else _QUEUE_TIMEOUT_S)
+    except queue.Empty:
+      continue
 
 
 class _Progress:
@@ -256,8 +334,9 @@ def _scratch_dir(output_path):
 
 
 def _run_with_workers(config, writer, on_shard_done):
-  """Workers write each shard's records as piece files; this process appends them to the outputs
-  in shard order (a copy inside the kernel), so records never travel through pipes."""
+  """Workers process shards in parallel; their records reach the outputs in shard order, appended
+  by the workers themselves (local outputs) or by this process from their piece files (remote
+  outputs). Records never travel through pipes."""
   import multiprocessing
   import shutil
 
@@ -269,12 +348,17 @@ def _run_with_workers(config, writer, on_shard_done):
   builder = _ShardBuilder(*builder_args) if method == "fork" else None
   work_dir = _scratch_dir(config.output_files[0])
   inboxes = [context.Queue(maxsize=1) for _ in range(num_workers)]
-  outboxes = [context.Queue(maxsize=4) for _ in range(num_workers)]
+  outboxes = [context.Queue() for _ in range(num_workers)]
+  # Local outputs: workers append their shards themselves, in turn. Remote ones (gs://...) are
+  # written by this process alone, from the workers' piece files.
+  direct = not any("://" in path for path in writer.paths)
+  order = _ShardOrder(context.Value("q", 0), context.Value("q", 0)) if direct else None
   workers = [
       context.Process(target=_worker_main, name=f"pretraining-data-worker-{w}", daemon=True,
                       args=(builder, builder_args, config.records_per_chunk,
                             len(config.output_files), config.compress, work_dir, inboxes[w],
-                            outboxes[w]))
+                            outboxes[w], writer.paths if direct else None, order,
+                            config.worker_buffer_bytes))
       for w in range(num_workers)]
   reader = _ShardReader(config, inboxes)
   try:
@@ -291,12 +375,15 @@ def _run_with_workers(config, writer, on_shard_done):
       message = _receive(outboxes[w], workers[w], reader)
       if message[0] == "end":
         break
-      _, index, num_records, stats = message
+      _, index, num_records, stats, appended = message
       if index != shard_index:
         raise RuntimeError(f"{workers[w].name} sent shard {index}, expected {shard_index}")
-      writer.append_pieces(work_dir, index, num_records)
-      for residue in range(len(config.output_files)):  # PieceWriter made one file per residue
-        os.remove(pretraining_records.piece_path(work_dir, index, residue))
+      if appended:
+        writer.account_shard(num_records)
+      else:
+        writer.append_pieces(work_dir, index, num_records)
+        for residue in range(len(config.output_files)):  # PieceWriter made one file per residue
+          os.remove(pretraining_records.piece_path(work_dir, index, residue))
       on_shard_done(shard_index, reader.input_bytes_done.get(shard_index, 0), stats)
       shard_index += 1
     reader.join()
@@ -315,6 +402,13 @@ def _run_with_workers(config, writer, on_shard_done):
       q.cancel_join_thread()
       q.close()
     shutil.rmtree(work_dir, ignore_errors=True)
+
+
+@dataclasses.dataclass
+class _ShardOrder:
+  """Shared by the workers: the next shard to append and the global index of its first record."""
+  head: object
+  next_record: object
 
 
 def _receive(outbox, process, reader):
@@ -456,12 +550,14 @@ def create_pretraining_data(input_file, output_file, vocab_file, do_lower_case=T
                             do_whole_word_mask=False, max_seq_length=128, max_predictions_per_seq=20,
                             random_seed=12345, dupe_factor=10, masked_lm_prob=0.15, short_seq_prob=0.1,
                             shard_size_mb=256.0, num_workers=None, gzip=False, resume=False,
-                            job_runner=None):
+                            job_runner=None, worker_buffer_mb=None):
   """Creates pretraining TFRecords (+ manifests) from text; the command line's flags as arguments.
 
   Args: see the flags of `create_pretraining_data.py` (same names and meaning), and
     job_runner: optional `callable(JobConfig, temp_paths) -> JobSummary` that writes the complete
       output files at `temp_paths` instead of the local workers (`beam_pipeline.BeamJobRunner`).
+    worker_buffer_mb: memory per worker for finished records waiting for their turn to be
+      written (default 192 MB); more spills to scratch files. Does not change the output.
   Returns:
     `JobSummary`, or None when --resume found every output already complete.
   Raises:
@@ -499,6 +595,8 @@ def create_pretraining_data(input_file, output_file, vocab_file, do_lower_case=T
                      num_workers=min(num_workers or _default_workers(shard_bytes),
                                      _estimated_shards(input_files, shard_bytes)),
                      compress=settings["gzip"])
+  if worker_buffer_mb is not None:
+    config.worker_buffer_bytes = int(float(worker_buffer_mb) * (1 << 20))
   logging.info("reading %d input file(s); %d output file(s); %d worker(s); shards of %.4g MB",
                len(input_files), len(outputs), config.num_workers, settings["shard_size_mb"])
 

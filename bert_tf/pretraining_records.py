@@ -390,6 +390,7 @@ class RecordWriter:
   """
 
   def __init__(self, paths, compress=False):
+    self.paths = list(paths)
     self._targets = _Targets([_open_for_writing(p) for p in paths], compress)
     self.counts = [0] * len(paths)
     self._next = 0  # global index of the next record, modulo the number of files
@@ -416,10 +417,77 @@ class RecordWriter:
       self.counts[f] += count
     self._next = (self._next + num_records) % self._targets.count
 
+  def account_shard(self, num_records):
+    """Counts a shard that a worker appended to the files itself (`ShardBuffer.append_to`)."""
+    self.end_shard()
+    for f, _, count in shard_pieces(num_records, self._next, self._targets.count):
+      self.counts[f] += count
+    self._next = (self._next + num_records) % self._targets.count
+
   def close(self):
     self.end_shard()
     for f in self._targets.files:
       f.close()
+
+
+class ShardBuffer:
+  """One shard's framed records, kept in memory until its turn to be appended to the outputs.
+
+  Past `budget_bytes` the records spill into piece files (`PieceWriter`), so a worker's memory stays
+  bounded whatever the shard size; appending then copies the pieces inside the kernel. Either way
+  `append_to` writes the same bytes as `RecordWriter` would.
+
+  Args:
+    work_dir, shard_index, num_outputs, compress: as `PieceWriter` (used if the shard spills).
+    budget_bytes: the most record bytes kept in memory.
+  """
+
+  def __init__(self, work_dir, shard_index, num_outputs, compress, budget_bytes):
+    self._piece_args = (work_dir, shard_index, num_outputs, compress)
+    self.budget_bytes = budget_bytes
+    self.chunks = []
+    self.nbytes = 0        # record bytes held in memory
+    self.num_records = 0
+    self.pieces = None     # a PieceWriter once spilled
+
+  def write_chunk(self, buffer, ends):
+    if self.pieces is None and self.nbytes + len(buffer) > self.budget_bytes:
+      self.pieces = PieceWriter(*self._piece_args)
+      for held in self.chunks:
+        self.pieces.write_chunk(*held)
+      self.chunks, self.nbytes = [], 0
+    if self.pieces is not None:
+      self.pieces.write_chunk(buffer, ends)
+    else:
+      self.chunks.append((buffer, ends))
+      self.nbytes += len(buffer)
+    self.num_records += len(ends)
+
+  def finish(self):
+    """Ends writing (closes the piece files if the shard spilled)."""
+    if self.pieces is not None:
+      self.pieces.close()
+
+  def append_to(self, files, first_record):
+    """Appends the records at the end of `files` (seekable binary files, flushed afterwards):
+    record j goes to `files[(first_record + j) % len(files)]`, one gzip member per file."""
+    work_dir, shard_index, num_outputs, compress = self._piece_args
+    for f in files:
+      f.seek(0, os.SEEK_END)
+    if self.pieces is not None:
+      for f, residue, _ in shard_pieces(self.num_records, first_record % num_outputs, num_outputs):
+        path = piece_path(work_dir, shard_index, residue)
+        _append_file(files[f], path)
+        os.remove(path)
+    else:
+      targets = _Targets(files, compress)
+      index = first_record
+      for buffer, ends in self.chunks:
+        index = _split_framed(buffer, ends, index, targets)
+      targets.close_members()
+      self.chunks, self.nbytes = [], 0
+    for f in files:
+      f.flush()
 
 
 class PieceWriter:

@@ -199,10 +199,19 @@ def test_one_and_two_workers_write_identical_multi_shard_outputs(data_dir, tmp_p
   flags = dict(input_file="corpus/mobydick_12ch.txt", dupe_factor=2, max_seq_length=64,
                max_predictions_per_seq=10, random_seed=5, shard_size_mb=0.02)
   outs = {}
-  for workers, compress in ((1, False), (2, False), (1, True), (2, True), (3, True)):
+  # Workers append finished shards from memory; a buffer of 0.05 MB spills some shards to scratch
+  # piece files and 0 spills every shard: the bytes must not change.
+  for workers, compress, buffer_mb in ((1, False, None), (2, False, None), (2, False, 0.05),
+                                       (1, True, None), (2, True, None), (3, True, None),
+                                       (2, True, 0), (3, False, 0)):
     names = [str(tmp_path / f"w{workers}_{k}{'.gz' if compress else ''}.tfrecord") for k in range(2)]
-    summary = run(data_dir, ",".join(names), num_workers=workers, gzip=compress, **flags)
-    outs[workers, compress] = [open(n, "rb").read() for n in names]
+    summary = run(data_dir, ",".join(names), num_workers=workers, gzip=compress,
+                  worker_buffer_mb=buffer_mb, **flags)
+    contents = [open(n, "rb").read() for n in names]
+    if buffer_mb is None:
+      outs[workers, compress] = contents
+    else:
+      assert contents == outs[1, compress], (workers, compress, buffer_mb)
     assert summary.num_shards >= 5
     manifests = [features.read_manifest(n) for n in names]
     assert [m["num_instances"] for m in manifests] == summary.records_per_file
