@@ -164,6 +164,9 @@ def _worker_main(builder, builder_args, records_per_chunk, num_outputs, compress
   worker builds its own from `builder_args`.
   """
   from bert_tf import pretraining_records
+  global _MAIN_PID
+  _MAIN_PID = os.getppid()
+  _die_with_main_process()
   try:
     builder = builder or _ShardBuilder(*builder_args)
     outbox.put(("ready", builder.vocab_size))
@@ -238,6 +241,7 @@ class _OrderedAppender:
 
   def append_all(self):
     while self.append_ready():
+      _exit_if_orphaned()
       time.sleep(_TURN_POLL_S)
     for f in self.files:
       f.close()
@@ -250,7 +254,34 @@ def _next_shard(inbox, appender):
     try:
       return inbox.get(timeout=_TURN_POLL_S if waiting else _QUEUE_TIMEOUT_S)
     except queue.Empty:
-      continue
+      _exit_if_orphaned()
+
+
+_MAIN_PID = None  # set in each worker: the main process's pid
+
+
+def _exit_if_orphaned():
+  """Ends a worker whose main process is gone (killed), instead of waiting forever.
+
+  (A worker is re-parented when its parent dies. `multiprocessing.parent_process().is_alive()`
+  cannot tell: forked siblings keep each other's copy of the parent's pipe open.)"""
+  if _MAIN_PID is not None and os.getppid() != _MAIN_PID:
+    os._exit(1)
+
+
+def _die_with_main_process():
+  """On Linux, asks the kernel to kill this worker when the main process dies, even while the
+  worker is blocked reading a queue that the dead process was half-way through writing."""
+  import sys
+  if not sys.platform.startswith("linux"):
+    return
+  try:
+    import ctypes
+    import signal
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+  except (OSError, AttributeError):
+    return
+  _exit_if_orphaned()  # the main process may have died before the request
 
 
 class _Progress:

@@ -360,3 +360,42 @@ def test_script_runs_with_the_original_command_line(repo_root, data_dir, tmp_pat
   manifest = json.loads((tmp_path / "o.tfrecord.manifest.json").read_text())
   assert manifest["num_instances"] == 60 and manifest["flags"]["num_workers"] == 1
 
+
+
+def _alive(pid):
+  """Whether process `pid` exists and is not a zombie."""
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except OSError:
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and Linux's parent-death signal")
+def test_workers_exit_when_the_main_process_is_killed(data_dir, tmp_path, repo_root):
+  # The main process kills itself (SIGKILL: no clean-up) after the first shard; its workers must not
+  # wait forever for shards that will never come.
+  corpus = os.path.join(data_dir, "corpus", "mobydick.txt")
+  code = (
+      "import multiprocessing, os, signal, sys\n"
+      "from bert_tf import pretraining_job\n"
+      "def die(*args, **kwargs):\n"
+      "  print(' '.join(str(p.pid) for p in multiprocessing.active_children()), flush=True)\n"
+      "  os.kill(os.getpid(), signal.SIGKILL)\n"
+      "pretraining_job._Progress.shard_done = die\n"
+      f"pretraining_job.create_pretraining_data(input_file={corpus!r}, "
+      f"output_file={str(tmp_path / 'out.tfrecord')!r}, vocab_file={os.path.join(data_dir, VOCAB)!r}, "
+      "dupe_factor=1, num_workers=2, shard_size_mb=0.05)\n")
+  # Output to files, not pipes: a pipe would stay open as long as a stray worker lives.
+  with open(tmp_path / "stdout", "w") as out, open(tmp_path / "stderr", "w") as err:
+    returncode = subprocess.run([sys.executable, "-c", code], stdout=out, stderr=err, timeout=300,
+                                env=dict(os.environ, PYTHONPATH=repo_root)).returncode
+  assert returncode == -9, (tmp_path / "stderr").read_text()[-2000:]
+  workers = [int(pid) for pid in (tmp_path / "stdout").read_text().split()]
+  assert len(workers) == 2
+  import time
+  deadline = time.time() + 20
+  while any(_alive(pid) for pid in workers) and time.time() < deadline:
+    time.sleep(0.1)
+  assert not any(_alive(pid) for pid in workers)
+  assert not (tmp_path / "out.tfrecord").exists()  # nothing under the final name
