@@ -371,7 +371,6 @@ def _run_with_workers(config, writer, on_shard_done):
   import multiprocessing
   import shutil
 
-  from bert_tf import pretraining_records
   method = _start_method()
   context = multiprocessing.get_context(method)
   num_workers = config.num_workers
@@ -413,8 +412,6 @@ def _run_with_workers(config, writer, on_shard_done):
         writer.account_shard(num_records)
       else:
         writer.append_pieces(work_dir, index, num_records)
-        for residue in range(len(config.output_files)):  # PieceWriter made one file per residue
-          os.remove(pretraining_records.piece_path(work_dir, index, residue))
       on_shard_done(shard_index, reader.input_bytes_done.get(shard_index, 0), stats)
       shard_index += 1
     reader.join()

@@ -410,12 +410,11 @@ class RecordWriter:
     self._targets.close_members()
 
   def append_pieces(self, work_dir, shard_index, num_records):
-    """Appends a shard written by `PieceWriter` (already compressed when compressing)."""
+    """Appends a shard written by `PieceWriter` (already compressed when compressing) and deletes
+    its piece files."""
     self.end_shard()
-    for f, residue, count in shard_pieces(num_records, self._next, self._targets.count):
-      _append_file(self._targets.files[f], piece_path(work_dir, shard_index, residue))
-      self.counts[f] += count
-    self._next = (self._next + num_records) % self._targets.count
+    append_shard_pieces(self._targets.files, work_dir, shard_index, num_records, self._next)
+    self.account_shard(num_records)
 
   def account_shard(self, num_records):
     """Counts a shard that a worker appended to the files itself (`ShardBuffer.append_to`)."""
@@ -471,14 +470,11 @@ class ShardBuffer:
   def append_to(self, files, first_record):
     """Appends the records at the end of `files` (seekable binary files, flushed afterwards):
     record j goes to `files[(first_record + j) % len(files)]`, one gzip member per file."""
-    work_dir, shard_index, num_outputs, compress = self._piece_args
+    work_dir, shard_index, _, compress = self._piece_args
     for f in files:
       f.seek(0, os.SEEK_END)
     if self.pieces is not None:
-      for f, residue, _ in shard_pieces(self.num_records, first_record % num_outputs, num_outputs):
-        path = piece_path(work_dir, shard_index, residue)
-        _append_file(files[f], path)
-        os.remove(path)
+      append_shard_pieces(files, work_dir, shard_index, self.num_records, first_record)
     else:
       targets = _Targets(files, compress)
       index = first_record
@@ -488,6 +484,15 @@ class ShardBuffer:
       self.chunks, self.nbytes = [], 0
     for f in files:
       f.flush()
+
+
+def append_shard_pieces(files, work_dir, shard_index, num_records, first_record):
+  """Appends the piece files of a shard (`PieceWriter`) to the open `files`, so that its record j
+  goes to `files[(first_record + j) % len(files)]`, then deletes the pieces."""
+  for f, residue, _ in shard_pieces(num_records, first_record % len(files), len(files)):
+    _append_file(files[f], piece_path(work_dir, shard_index, residue))
+  for residue in range(len(files)):  # PieceWriter made one file per residue, some maybe empty
+    os.remove(piece_path(work_dir, shard_index, residue))
 
 
 class PieceWriter:

@@ -362,6 +362,31 @@ def test_script_runs_with_the_original_command_line(repo_root, data_dir, tmp_pat
 
 
 
+def test_main_process_appends_pieces_for_remote_outputs(data_dir, tmp_path):
+  # Outputs on a remote file system cannot be appended to by the workers: they leave piece files
+  # and the main process appends them. Same bytes as one process writing everything.
+  options = pretraining_data.InstanceOptions(max_seq_length=64, max_predictions_per_seq=10,
+                                             dupe_factor=2, random_seed=5)
+  outputs = {}
+  for workers, remote in ((1, False), (2, True)):
+    paths = [str(tmp_path / f"w{workers}_{k}.tfrecord") for k in range(3)]
+    config = pretraining_job.JobConfig(
+        input_files=[os.path.join(data_dir, "corpus", "mobydick_12ch.txt")], output_files=paths,
+        vocab_file=os.path.join(data_dir, VOCAB), do_lower_case=True, options=options,
+        shard_bytes=20_000, num_workers=workers, compress=True)
+    writer = pretraining_records.RecordWriter(paths, compress=True)
+    if remote:
+      writer.paths = [f"gs://bucket/{os.path.basename(p)}" for p in paths]  # what the job checks
+    try:
+      summary = pretraining_job.run_job(config, writer)
+    finally:
+      writer.close()
+    assert summary.num_shards >= 5 and sum(summary.records_per_file) == summary.totals.instances
+    outputs[workers] = [open(p, "rb").read() for p in paths]
+  assert outputs[1] == outputs[2]
+  assert not [n for n in os.listdir(tmp_path) if "pieces" in n]  # scratch removed
+
+
 def _alive(pid):
   """Whether process `pid` exists and is not a zombie."""
   try:
