@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 
+from bert_tf import io_utils
 from bert_tf.errors import UsageError
 
 _ACTIVATIONS = ("gelu", "gelu_exact", "relu", "tanh", "linear")
@@ -114,7 +115,7 @@ class BertConfig:
 
 
 def _read_text(path):
-  if "://" in path:
+  if io_utils.is_remote(path):
     import tensorflow as tf
     if not tf.io.gfile.exists(path):
       raise UsageError(f"{path}: file not found")

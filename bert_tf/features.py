@@ -19,6 +19,8 @@ vocab hash and the number of instances; readers use it to check compatibility.
 import json
 import os
 
+from bert_tf import io_utils
+
 PRETRAINING_INT_FEATURES = ("input_ids", "input_mask", "segment_ids")
 PRETRAINING_PREDICTION_FEATURES = ("masked_lm_positions", "masked_lm_ids")
 PRETRAINING_FEATURE_NAMES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions",
@@ -98,7 +100,7 @@ def write_manifest(tfrecord_path, manifest):
 def read_manifest(tfrecord_path):
   """Returns the manifest dict of `tfrecord_path`, or None when the file has none."""
   path = manifest_path(tfrecord_path)
-  if "://" in path:
+  if io_utils.is_remote(path):
     import tensorflow as tf
     if not tf.io.gfile.exists(path):
       return None

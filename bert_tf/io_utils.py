@@ -14,7 +14,8 @@ import uuid
 from bert_tf.errors import UsageError
 
 
-def _is_remote(path):
+def is_remote(path):
+  """Whether `path` names a remote file system (gs://, hdfs://, s3://, ...) rather than a local one."""
   return "://" in path
 
 
@@ -31,7 +32,7 @@ def expand_input_patterns(spec, flag_name="--input_file"):
     pattern = pattern.strip()
     if not pattern:
       continue
-    if _is_remote(pattern):
+    if is_remote(pattern):
       import tensorflow as tf
       matches = sorted(tf.io.gfile.glob(pattern))
     else:
@@ -47,7 +48,7 @@ def expand_input_patterns(spec, flag_name="--input_file"):
 
 def open_binary(path):
   """Opens a local or remote file for reading bytes, transparently gunzipping `.gz` files."""
-  if _is_remote(path):
+  if is_remote(path):
     import tensorflow as tf
     raw = tf.io.gfile.GFile(path, "rb")
   else:
@@ -73,7 +74,7 @@ def temp_path_for(path):
 @contextlib.contextmanager
 def atomic_output(path):
   """Yields a temporary path to write; renames it to `path` on success, deletes it on error."""
-  remote = _is_remote(path)
+  remote = is_remote(path)
   if not remote:
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
@@ -92,7 +93,7 @@ def atomic_output(path):
 
 def atomic_write_text(path, text):
   with atomic_output(path) as tmp:
-    if _is_remote(tmp):
+    if is_remote(tmp):
       import tensorflow as tf
       with tf.io.gfile.GFile(tmp, "w") as f:
         f.write(text)
@@ -103,7 +104,7 @@ def atomic_write_text(path, text):
 
 def _remove_quietly(path):
   try:
-    if _is_remote(path):
+    if is_remote(path):
       import tensorflow as tf
       if tf.io.gfile.exists(path):
         tf.io.gfile.remove(path)
@@ -129,7 +130,7 @@ def write_eval_results(path, results):
 
 def read_eval_results(path):
   """The dict of an eval_results.txt (values as float where they parse); {} when it is absent."""
-  if _is_remote(path):
+  if is_remote(path):
     import tensorflow as tf
     if not tf.io.gfile.exists(path):
       return {}
