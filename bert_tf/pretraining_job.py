@@ -37,6 +37,7 @@ import time
 from absl import logging
 
 from bert_tf import corpus_shards
+from bert_tf import io_utils
 from bert_tf import pretraining_data
 from bert_tf.errors import UsageError
 
@@ -189,7 +190,7 @@ def _worker_main(builder, builder_args, records_per_chunk, num_outputs, compress
           else:
             stats = message[1]
       finally:
-        (records.finish if appender is not None else records.close)()
+        records.close()
       if appender is not None:
         appender.add(shard.index, records, stats)
         appender.append_ready()
@@ -360,7 +361,10 @@ def _start_method():
 def _scratch_dir(output_path):
   """A hidden scratch folder beside the (local) output, else in the temporary folder."""
   import tempfile
-  parent = None if "://" in output_path else os.path.dirname(os.path.abspath(output_path))
+  if io_utils.is_remote(output_path):
+    parent = None
+  else:
+    parent = os.path.dirname(os.path.abspath(output_path))
   return tempfile.mkdtemp(prefix=f".{os.path.basename(output_path)}.pieces-", dir=parent)
 
 
@@ -381,7 +385,7 @@ def _run_with_workers(config, writer, on_shard_done):
   outboxes = [context.Queue() for _ in range(num_workers)]
   # Local outputs: workers append their shards themselves, in turn. Remote ones (gs://...) are
   # written by this process alone, from the workers' piece files.
-  direct = not any("://" in path for path in writer.paths)
+  direct = not any(io_utils.is_remote(path) for path in writer.paths)
   order = _ShardOrder(context.Value("q", 0), context.Value("q", 0)) if direct else None
   workers = [
       context.Process(target=_worker_main, name=f"pretraining-data-worker-{w}", daemon=True,
@@ -593,7 +597,7 @@ def create_pretraining_data(input_file, output_file, vocab_file, do_lower_case=T
   """
   import contextlib
 
-  from bert_tf import __version__, features, io_utils, pretraining_records
+  from bert_tf import __version__, features, pretraining_records
 
   settings = dict(input_file=input_file, output_file=output_file, vocab_file=vocab_file,
                   do_lower_case=bool(do_lower_case), do_whole_word_mask=bool(do_whole_word_mask),
@@ -682,7 +686,7 @@ def _estimated_shards(input_files, shard_bytes):
   """An upper guess of the number of shards (no worker is started for shards that cannot exist)."""
   total = 0
   for path in input_files:
-    if "://" in path:
+    if io_utils.is_remote(path):
       return 1 << 30  # size unknown: no limit
     size = os.path.getsize(path)
     total += size * 8 if path.endswith(".gz") else size  # text rarely compresses beyond 8x

@@ -21,6 +21,7 @@ import numba
 import numpy as np
 
 from bert_tf import features
+from bert_tf import io_utils
 
 # Serialized feature order: the schema's (input_ids, input_mask, segment_ids, masked_lm_positions,
 # masked_lm_ids, masked_lm_weights, next_sentence_labels); `_serialize` indexes features by position.
@@ -397,13 +398,8 @@ class RecordWriter:
 
   def write_chunk(self, buffer, ends):
     """Writes framed records given as one buffer and their end offsets."""
-    num_files = self._targets.count
-    first = self._next
-    _split_framed(buffer, ends, first, self._targets)
-    count = len(ends)
-    for f in range(num_files):
-      self.counts[f] += len(range((f - first) % num_files, count, num_files))
-    self._next = (first + count) % num_files
+    _split_framed(buffer, ends, self._next, self._targets)
+    self._advance(len(ends))
 
   def end_shard(self):
     """Ends the current shard (closes its gzip members)."""
@@ -419,6 +415,10 @@ class RecordWriter:
   def account_shard(self, num_records):
     """Counts a shard that a worker appended to the files itself (`ShardBuffer.append_to`)."""
     self.end_shard()
+    self._advance(num_records)
+
+  def _advance(self, num_records):
+    """Counts `num_records` records written from the current round-robin position."""
     for f, _, count in shard_pieces(num_records, self._next, self._targets.count):
       self.counts[f] += count
     self._next = (self._next + num_records) % self._targets.count
@@ -462,8 +462,8 @@ class ShardBuffer:
       self.nbytes += len(buffer)
     self.num_records += len(ends)
 
-  def finish(self):
-    """Ends writing (closes the piece files if the shard spilled)."""
+  def close(self):
+    """Ends writing (closes the piece files if the shard spilled); `append_to` may follow."""
     if self.pieces is not None:
       self.pieces.close()
 
@@ -545,7 +545,7 @@ def _append_file(out, path):
 
 def _open_for_writing(path):
   """A local file, or a tf.io.gfile file for remote paths (gs://, hdfs://, ...)."""
-  if "://" in path:
+  if io_utils.is_remote(path):
     import tensorflow as tf
     return tf.io.gfile.GFile(path, "wb")
   return open(path, "wb")
