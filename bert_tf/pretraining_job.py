@@ -1,8 +1,8 @@
 """The create_pretraining_data job: shards -> parallel workers -> round-robin TFRecord outputs.
 
 Flow:
-  main process: read the input stream, cut shards (`corpus_shards`) --> worker w gets shards
-  w, w + W, w + 2W, ... --> each worker tokenizes its shard, builds its instances
+  main process: read the input stream, cut shards (`corpus_shards`) --> the next shard goes to
+  whichever worker is free (one queue for all) --> each worker tokenizes its shard, builds its instances
   (`pretraining_data.build_shard_instances`) and serializes their records --> shard 0's records
   are appended to the output files, then shard 1's, ..., record j of a shard going to output
   (o + j) % number of outputs, o being the records before the shard: the original's round-robin.
@@ -14,7 +14,11 @@ memory (`pretraining_records.ShardBuffer`, up to `JobConfig.worker_buffer_bytes`
 they spill to piece files). With remote outputs, workers write piece files (record j of the shard
 into piece j % number of outputs) and the main process appends them.
 
-Memory: the reader thread is at most one shard ahead of each worker (queues of size 1) and a worker
+Workers take shards as they become free rather than in a fixed rotation, so a worker that is
+slowed (by the machine's other load, or by shards that take longer than others) does not leave the
+others idle at the end of the run.
+
+Memory: the reader thread is at most one shard ahead of the workers (a queue of size 1) and a worker
 holds one shard plus at most `worker_buffer_bytes` of waiting records, so the peak depends on the
 shard size and the number of workers, whatever the corpus size; piece files on disk are bounded by
 the shards in flight.
@@ -152,10 +156,12 @@ def _tokenizer(vocab_file, do_lower_case):
   return word_cache_tokenizer.CachedFullTokenizer(vocab_file, do_lower_case=do_lower_case)
 
 
-def _worker_main(builder, builder_args, records_per_chunk, num_outputs, compress, work_dir, inbox,
-                 outbox, output_paths=None, order=None, buffer_bytes=0):
-  """Worker process loop: shards from `inbox` until None, and a ("done", shard index, records,
-  ShardStats, appended) message to `outbox` per shard, in shard order.
+def _worker_main(worker, builder, builder_args, records_per_chunk, num_outputs, compress, work_dir,
+                 inbox, outbox, output_paths=None, order=None, buffer_bytes=0):
+  """Worker process loop: shards from `inbox` (shared by all workers) until None. Messages to
+  `outbox` (shared too) start with the kind and the worker's number `worker`: ("ready", w, vocab
+  size), then ("done", w, shard index, records, ShardStats, appended) per shard, in the order of
+  its shards, and finally ("end", w) or ("error", w, text, is a usage error).
 
   With `output_paths` (local outputs), the worker appends each shard's records to the outputs itself
   when `order` says it is that shard's turn (`_OrderedAppender`), so they are written once, from
@@ -170,8 +176,8 @@ def _worker_main(builder, builder_args, records_per_chunk, num_outputs, compress
   _die_with_main_process()
   try:
     builder = builder or _ShardBuilder(*builder_args)
-    outbox.put(("ready", builder.vocab_size))
-    appender = _OrderedAppender(output_paths, order, outbox, buffer_bytes) if output_paths else None
+    outbox.put(("ready", worker, builder.vocab_size))
+    appender = _OrderedAppender(worker, output_paths, order, outbox, buffer_bytes) if output_paths else None
     while True:
       shard = _next_shard(inbox, appender)
       if shard is None:
@@ -195,15 +201,15 @@ def _worker_main(builder, builder_args, records_per_chunk, num_outputs, compress
         appender.add(shard.index, records, stats)
         appender.append_ready()
       else:
-        outbox.put(("done", shard.index, records.num_records, stats, False))
+        outbox.put(("done", worker, shard.index, records.num_records, stats, False))
     if appender is not None:
       appender.append_all()
-    outbox.put(("end",))
+    outbox.put(("end", worker))
   except UsageError as e:
-    outbox.put(("error", str(e), True))
+    outbox.put(("error", worker, str(e), True))
   except BaseException as e:  # reported to the main process, which stops the job
     import traceback
-    outbox.put(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}", False))
+    outbox.put(("error", worker, f"{type(e).__name__}: {e}\n{traceback.format_exc()}", False))
 
 
 _TURN_POLL_S = 0.002
@@ -217,7 +223,8 @@ class _OrderedAppender:
   files grow shard by shard exactly as if one process wrote them.
   """
 
-  def __init__(self, output_paths, order, outbox, buffer_bytes):
+  def __init__(self, worker, output_paths, order, outbox, buffer_bytes):
+    self.worker = worker
     self.files = [open(path, "r+b") for path in output_paths]  # created (empty) by the main process
     self.buffer_bytes = buffer_bytes
     self.order = order
@@ -237,7 +244,7 @@ class _OrderedAppender:
       records.append_to(self.files, self.order.next_record.value)
       self.order.next_record.value += records.num_records
       self.order.head.value = index + 1  # after the bytes reached the files: the next may go
-      self.outbox.put(("done", index, records.num_records, stats, True))
+      self.outbox.put(("done", self.worker, index, records.num_records, stats, True))
     return bool(self.pending)
 
   def append_all(self):
@@ -381,43 +388,45 @@ def _run_with_workers(config, writer, on_shard_done):
   builder_args = (config.vocab_file, config.do_lower_case, config.options)
   builder = _ShardBuilder(*builder_args) if method == "fork" else None
   work_dir = _scratch_dir(config.output_files[0])
-  inboxes = [context.Queue(maxsize=1) for _ in range(num_workers)]
-  outboxes = [context.Queue() for _ in range(num_workers)]
+  inbox = context.Queue(maxsize=1)  # shared: a free worker takes the next shard
+  outbox = context.Queue()
   # Local outputs: workers append their shards themselves, in turn. Remote ones (gs://...) are
   # written by this process alone, from the workers' piece files.
   direct = not any(io_utils.is_remote(path) for path in writer.paths)
   order = _ShardOrder(context.Value("q", 0), context.Value("q", 0)) if direct else None
   workers = [
       context.Process(target=_worker_main, name=f"pretraining-data-worker-{w}", daemon=True,
-                      args=(builder, builder_args, config.records_per_chunk,
-                            len(config.output_files), config.compress, work_dir, inboxes[w],
-                            outboxes[w], writer.paths if direct else None, order,
-                            config.worker_buffer_bytes))
+                      args=(w, builder, builder_args, config.records_per_chunk,
+                            len(config.output_files), config.compress, work_dir, inbox, outbox,
+                            writer.paths if direct else None, order, config.worker_buffer_bytes))
       for w in range(num_workers)]
-  reader = _ShardReader(config, inboxes)
+  reader = _ShardReader(config, inbox, num_workers)
   try:
     for process in workers:
       process.start()
     reader.start()
     vocab_size = None
-    for w in range(num_workers):  # each worker first reports its tokenizer is built
-      message = _receive(outboxes[w], workers[w], reader)
-      vocab_size = message[1]
+    finished = {}  # shard index -> its "done" message, until the shards before it are accounted
     shard_index = 0
-    while True:
-      w = shard_index % num_workers
-      message = _receive(outboxes[w], workers[w], reader)
-      if message[0] == "end":
-        break
-      _, index, num_records, stats, appended = message
-      if index != shard_index:
-        raise RuntimeError(f"{workers[w].name} sent shard {index}, expected {shard_index}")
-      if appended:
-        writer.account_shard(num_records)
+    ended = set()
+    while len(ended) < num_workers:
+      message = _receive(outbox, workers, ended, reader)
+      if message[0] == "ready":
+        vocab_size = message[2]
+      elif message[0] == "end":
+        ended.add(message[1])
       else:
-        writer.append_pieces(work_dir, index, num_records)
-      on_shard_done(shard_index, reader.input_bytes_done.get(shard_index, 0), stats)
-      shard_index += 1
+        finished[message[2]] = message
+        while shard_index in finished:  # in shard order: the outputs' round-robin depends on it
+          _, _, index, num_records, stats, appended = finished.pop(shard_index)
+          if appended:
+            writer.account_shard(num_records)
+          else:
+            writer.append_pieces(work_dir, index, num_records)
+          on_shard_done(shard_index, reader.input_bytes_done.get(shard_index, 0), stats)
+          shard_index += 1
+    if finished:
+      raise RuntimeError(f"shards {sorted(finished)} finished but shard {shard_index} never did")
     reader.join()
     if reader.error is not None:
       raise reader.error
@@ -430,7 +439,7 @@ def _run_with_workers(config, writer, on_shard_done):
       if process.is_alive():
         process.terminate()
         process.join(timeout=5)
-    for q in inboxes + outboxes:  # after a failure, data left in a queue must not block the exit
+    for q in (inbox, outbox):  # after a failure, data left in a queue must not block the exit
       q.cancel_join_thread()
       q.close()
     shutil.rmtree(work_dir, ignore_errors=True)
@@ -443,31 +452,37 @@ class _ShardOrder:
   next_record: object
 
 
-def _receive(outbox, process, reader):
-  """Next message of a worker; raises its error, or RuntimeError if it died without one."""
+def _receive(outbox, workers, ended, reader):
+  """Next message of the workers; raises a worker's error, or RuntimeError if one died without
+  ending (seen twice in a row, so that a last message still in the pipe is read first)."""
+  suspects = set()
   while True:
     try:
       message = outbox.get(timeout=_QUEUE_TIMEOUT_S)
     except queue.Empty:
       if reader.error is not None and not reader.is_alive():
         raise reader.error
-      if not process.is_alive():
-        raise RuntimeError(f"{process.name} exited with code {process.exitcode} (out of memory?)")
+      dead = {w for w, process in enumerate(workers) if w not in ended and not process.is_alive()}
+      for w in dead & suspects:
+        raise RuntimeError(
+            f"{workers[w].name} exited with code {workers[w].exitcode} (out of memory?)")
+      suspects = dead
       continue
     if message[0] == "error":
-      if message[2]:
-        raise UsageError(message[1])
-      raise RuntimeError(f"{process.name} failed: {message[1]}")
+      if message[3]:
+        raise UsageError(message[2])
+      raise RuntimeError(f"{workers[message[1]].name} failed: {message[2]}")
     return message
 
 
 class _ShardReader(threading.Thread):
-  """Reads shards in a thread and hands shard i to worker i % W; finally one None to each."""
+  """Reads shards in a thread into the workers' shared queue; finally one None for each worker."""
 
-  def __init__(self, config, inboxes):
+  def __init__(self, config, inbox, num_workers):
     super().__init__(name="shard-reader", daemon=True)
     self.config = config
-    self.inboxes = inboxes
+    self.inbox = inbox
+    self.num_workers = num_workers
     self.error = None
     self.input_bytes_done = {}
     self._stopped = threading.Event()
@@ -476,18 +491,18 @@ class _ShardReader(threading.Thread):
     try:
       for shard in corpus_shards.iter_text_shards(self.config.input_files, self.config.shard_bytes):
         self.input_bytes_done[shard.index] = shard.input_bytes_done
-        if not self._put(self.inboxes[shard.index % len(self.inboxes)], shard):
+        if not self._put(shard):
           return
     except BaseException as e:  # raised in the main thread, which then stops the workers
       self.error = e
       return
-    for inbox in self.inboxes:
-      self._put(inbox, None)
+    for _ in range(self.num_workers):
+      self._put(None)
 
-  def _put(self, inbox, item):
+  def _put(self, item):
     while not self._stopped.is_set():
       try:
-        inbox.put(item, timeout=_QUEUE_TIMEOUT_S)
+        self.inbox.put(item, timeout=_QUEUE_TIMEOUT_S)
         return True
       except queue.Full:
         continue

@@ -387,6 +387,46 @@ def test_main_process_appends_pieces_for_remote_outputs(data_dir, tmp_path):
   assert not [n for n in os.listdir(tmp_path) if "pieces" in n]  # scratch removed
 
 
+def test_free_workers_take_the_next_shard_and_the_output_keeps_shard_order(data_dir, tmp_path, repo_root):
+  # Shard 0 is made slow in its worker. The other worker must not wait for it: it takes every
+  # following shard (a fixed rotation would hand the slow worker shards 2, 4, ...). Shards then
+  # finish out of order, and the files must still be those of one process.
+  corpus = os.path.join(data_dir, "corpus", "mobydick_12ch.txt")
+  log = tmp_path / "shards.log"
+  flags = dict(dupe_factor=1, max_seq_length=64, max_predictions_per_seq=10, shard_size_mb=0.02)
+  code = (
+      "import os, time\n"
+      "from bert_tf import pretraining_job\n"
+      "process = pretraining_job._ShardBuilder.process\n"
+      "def slow_first(self, shard, records_per_chunk):\n"
+      "  if shard.index == 0:\n"
+      "    time.sleep(3)\n"
+      f"  with open({str(log)!r}, 'a') as f:\n"
+      "    f.write(f'{os.getpid()} {shard.index}\\n')\n"
+      "  yield from process(self, shard, records_per_chunk)\n"
+      "pretraining_job._ShardBuilder.process = slow_first\n"
+      f"summary = pretraining_job.create_pretraining_data(input_file={corpus!r}, "
+      f"output_file={str(tmp_path / 'w2_a.tfrecord') + ',' + str(tmp_path / 'w2_b.tfrecord')!r}, "
+      f"vocab_file={os.path.join(data_dir, VOCAB)!r}, num_workers=2, **{flags!r})\n"
+      "print(summary.num_shards)\n")
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, PYTHONPATH=repo_root))
+  assert done.returncode == 0, done.stderr[-2000:]
+  num_shards = int(done.stdout.split()[-1])
+  assert num_shards >= 5
+  worker_of = {}
+  for line in log.read_text().split("\n"):
+    if line:
+      pid, index = line.split()
+      worker_of[int(index)] = pid
+  assert sorted(worker_of) == list(range(num_shards))
+  assert [i for i in worker_of if worker_of[i] == worker_of[0]] == [0]  # the slow one did shard 0 only
+  run(data_dir, str(tmp_path / "w1_a.tfrecord") + "," + str(tmp_path / "w1_b.tfrecord"),
+      input_file="corpus/mobydick_12ch.txt", num_workers=1, **flags)
+  for name in ("a", "b"):
+    assert (tmp_path / f"w2_{name}.tfrecord").read_bytes() == (tmp_path / f"w1_{name}.tfrecord").read_bytes()
+
+
 def _alive(pid):
   """Whether process `pid` exists and is not a zombie."""
   try:
