@@ -91,6 +91,22 @@ def main(argv):
       masked_lm_prob=FLAGS.masked_lm_prob, short_seq_prob=FLAGS.short_seq_prob,
       shard_size_mb=FLAGS.shard_size_mb, num_workers=FLAGS.num_workers, gzip=FLAGS.gzip,
       resume=FLAGS.resume, job_runner=job_runner)
+  if job_runner is None:
+    _exit_without_teardown()
+
+
+def _exit_without_teardown():
+  """Ends the process once its outputs are renamed into place and its workers have exited.
+
+  Python's own teardown would then free numba's compiled code one object at a time: about 0.2 s
+  spent on nothing, after every run. The exit handlers (log flushing among them) still run."""
+  import atexit
+  import os
+  import sys
+  atexit._run_exitfuncs()  # pylint: disable=protected-access
+  for stream in (sys.stdout, sys.stderr):
+    stream.flush()
+  os._exit(0)
 
 
 def run():
