@@ -523,6 +523,7 @@ class RunOptions:
   tpu: Optional[str] = None
   mixed_precision: str = "float32"
   jit_compile: bool = False
+  skip_padding: bool = True
   steps_per_loop: int = 1
   log_steps: int = 100
   keep_checkpoint_max: int = 5
@@ -594,8 +595,13 @@ def _build(opts, config, num_labels, strategy, num_train_steps):
 
   from bert_tf.modeling import BertClassifier
   from bert_tf.optimization import create_optimizer
+  from bert_tf.training import padding_can_be_skipped
   with strategy.scope():
     model = BertClassifier(config, num_labels)
+    # Fine-tuning sets are mostly padding (short sentences in --max_seq_length): the encoder's
+    # blocks then run on the real tokens only, where shapes may vary (not under XLA, not on TPUs).
+    model.encoder.skip_padding = padding_can_be_skipped(opts.skip_padding, opts.jit_compile,
+                                                        strategy)
     dummy = {k: tf.zeros([1, opts.max_seq_length], tf.int32)
              for k in ("input_ids", "input_mask", "segment_ids")}
     model(dummy, training=False)

@@ -78,6 +78,7 @@ def float32_copy(model):
   finally:
     keras.mixed_precision.set_global_policy(previous)
   dummy = {k: tf.zeros([1, 2], tf.int32) for k in ("input_ids", "input_mask", "segment_ids")}
+  twin.encoder.skip_padding = model.encoder.skip_padding
   twin(dummy, training=False)
   twin.set_weights(model.get_weights())
   return twin

@@ -93,6 +93,13 @@ def precision_policy_from_flags(flag_values):
   return set_precision_policy(flag_values.mixed_precision)
 
 
+def padding_can_be_skipped(skip_padding, jit_compile, strategy):
+  """Whether the encoder runs on real tokens only: as asked (None = yes), but never under XLA or
+  on TPUs, where every shape must be known when the step is compiled."""
+  tpu = isinstance(strategy, (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy))
+  return (skip_padding is None or bool(skip_padding)) and not jit_compile and not tpu
+
+
 def is_chief(strategy):
   """True on the worker that writes checkpoints and summaries (always true off multi-worker)."""
   resolver = getattr(strategy, "cluster_resolver", None)
@@ -147,11 +154,15 @@ class PretrainingTask:
     accumulation_steps: micro-batches per optimizer step; each replica's input batch holds them stacked.
     jit_compile: compile the forward/backward pass with XLA.
     mixed_precision: "float32", "bfloat16" or "float16" (float16 adds dynamic loss scaling).
+    skip_padding: run the encoder on the real tokens only (`BertEncoder(skip_padding=...)`);
+      default (None) and True mean on, except under XLA and on TPUs, which need static shapes.
+      Sets the attribute of `model.encoder`.
   """
 
   def __init__(self, model, optimizer, strategy, accumulation_steps=1, jit_compile=False,
-               mixed_precision="float32"):
+               mixed_precision="float32", skip_padding=None):
     import keras
+    model.encoder.skip_padding = padding_can_be_skipped(skip_padding, jit_compile, strategy)
     self.model = model
     self.strategy = strategy
     self.accumulation_steps = int(accumulation_steps)
@@ -397,6 +408,7 @@ class PretrainingParams:
   gradient_accumulation_steps: int = 1
   mixed_precision: str = "float32"
   jit_compile: bool = False
+  skip_padding: bool = True
   steps_per_loop: int = 1
   log_steps: int = 100
   keep_checkpoint_max: int = 5
@@ -488,7 +500,7 @@ def build_pretraining(params, strategy):
                                  optimizer_type=params.optimizer,
                                  weight_decay_rate=params.weight_decay_rate)
   task = PretrainingTask(model, optimizer, strategy, params.gradient_accumulation_steps,
-                         params.jit_compile, params.mixed_precision)
+                         params.jit_compile, params.mixed_precision, params.skip_padding)
   # keras does not put the dropout seed generators in object-based checkpoints; saving their state
   # beside the model makes a resumed run draw the same dropout masks as an uninterrupted one.
   dropout_rng = [v.value if hasattr(v, "value") else v for v in model.non_trainable_variables

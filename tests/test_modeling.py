@@ -279,6 +279,67 @@ def test_last_block_at_selected_positions_matches_full_sequence():
   np.testing.assert_allclose(out["pooled_output"], encoder(inputs)["pooled_output"], atol=1e-5)
 
 
+def test_skipping_padding_gives_the_padded_results_at_real_tokens():
+  # BertEncoder(skip_padding=True) runs the blocks on the real tokens only. Outputs, heads, losses
+  # and every gradient must equal those of the padded computation; at padding the sequence output
+  # is zero. Batches: varied lengths, plus a row with no real token at all (an all-padding
+  # example, as evaluation sets are padded with) whose masked positions then read zeros.
+  config = tiny_config(num_hidden_layers=3, hidden_dropout_prob=0.0,
+                       attention_probs_dropout_prob=0.0)
+  padded, unpadded = BertPretrainer(config), BertPretrainer(config)
+  randomize(padded, seed=21)
+  unpadded.set_weights(padded.get_weights())
+  unpadded.encoder.skip_padding = True
+  unpadded.encoder.output_all_layers = padded.encoder.output_all_layers = True
+  features = make_features(config)
+  empty_row = dict(features, input_mask=features["input_mask"].copy())
+  empty_row["input_mask"][2] = 0
+  for batch in (features, empty_row):
+    batch = {k: tf.constant(v) for k, v in batch.items()}
+    real = batch["input_mask"].numpy().astype(bool)
+    results = []
+    for model in (padded, unpadded):
+      with tf.GradientTape() as tape:
+        out = model(batch, training=True)
+        loss = pretraining_losses(batch, out)["loss"]
+      results.append((out, loss, tape.gradient(loss, model.trainable_variables)))
+    (want, want_loss, want_grads), (got, got_loss, got_grads) = results
+    pairs = [(want["sequence_output"], got["sequence_output"])]
+    pairs += list(zip(want["encoder_outputs"], got["encoder_outputs"]))
+    for i, (a, b) in enumerate(pairs):
+      np.testing.assert_allclose(np.asarray(b)[real], np.asarray(a)[real], atol=1e-5, err_msg=str(i))
+      assert not np.asarray(b)[~real].any(), i
+    rows = real.any(axis=1)  # an all-padding row has no meaningful output in either computation
+    for name in ("pooled_output", "mlm_logits", "nsp_logits"):
+      np.testing.assert_allclose(np.asarray(got[name])[rows], np.asarray(want[name])[rows],
+                                 atol=1e-5, err_msg=name)
+    if rows.all():
+      np.testing.assert_allclose(got_loss, want_loss, rtol=1e-6)
+      for v, g, w in zip(padded.trainable_variables, got_grads, want_grads):
+        np.testing.assert_allclose(np.asarray(tf.convert_to_tensor(g)),
+                                   np.asarray(tf.convert_to_tensor(w)), atol=1e-5, err_msg=v.path)
+    else:
+      assert np.isfinite(got_loss) and np.isfinite(np.asarray(got["mlm_logits"])).all()
+  clone = BertEncoder.from_config(unpadded.encoder.get_config())
+  assert clone.skip_padding
+
+
+def test_pretraining_step_skips_padding_except_under_xla():
+  from bert_tf import training
+  from bert_tf.optimization import create_optimizer
+  strategy = training.create_strategy("one_device")
+  for jit_compile, expected in ((False, True), (True, False)):
+    with strategy.scope():
+      model = BertPretrainer(tiny_config())
+      optimizer = create_optimizer(1e-3, 10, 1)
+    training.PretrainingTask(model, optimizer, strategy, jit_compile=jit_compile)
+    assert model.encoder.skip_padding is expected
+  with strategy.scope():
+    optimizer = create_optimizer(1e-3, 10, 1)
+  training.PretrainingTask(model, optimizer, strategy, skip_padding=False)
+  assert model.encoder.skip_padding is False
+
+
 def test_training_reaches_every_weight_learns_and_compiles_with_xla():
   config = tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
   model = BertPretrainer(config)

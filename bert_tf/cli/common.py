@@ -11,8 +11,8 @@ PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 def define_runtime_flags():
-  """Defines --distribution_strategy, --tpu, --mixed_precision, --jit_compile, --steps_per_loop,
-  --log_steps and --keep_checkpoint_max (idempotent: a second call is a no-op)."""
+  """Defines --distribution_strategy, --tpu, --mixed_precision, --jit_compile, --skip_padding,
+  --steps_per_loop, --log_steps and --keep_checkpoint_max (idempotent: a second call is a no-op)."""
   if "distribution_strategy" in flags.FLAGS:
     return
   flags.DEFINE_enum(
@@ -27,6 +27,11 @@ def define_runtime_flags():
       "Compute dtype of the model. float16 uses dynamic loss scaling; variables, softmax, "
       "LayerNorm, logits and losses stay float32.")
   flags.DEFINE_bool("jit_compile", False, "Compile the training and evaluation steps with XLA.")
+  flags.DEFINE_bool(
+      "skip_padding", True,
+      "Run the transformer blocks on the real tokens only, not on padding (same results; faster "
+      "the more padding the batches hold). Always off with --jit_compile and on TPUs, which need "
+      "static shapes.")
   flags.DEFINE_integer(
       "steps_per_loop", 1, "Training steps run inside one tf.function call (fewer host round "
       "trips). Checkpoints still land exactly on multiples of the checkpoint interval; logs are "

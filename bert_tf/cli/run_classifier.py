@@ -78,7 +78,7 @@ def options_from_flags(fv=None):
       warmup_proportion=fv.warmup_proportion, save_checkpoints_steps=fv.save_checkpoints_steps,
       export_dir=fv.export_dir, distribution_strategy=strategy, tpu=tpu,
       mixed_precision=fv.mixed_precision, jit_compile=fv.jit_compile,
-      steps_per_loop=steps_per_loop, log_steps=fv.log_steps,
+      skip_padding=fv.skip_padding, steps_per_loop=steps_per_loop, log_steps=fv.log_steps,
       keep_checkpoint_max=fv.keep_checkpoint_max, xnli_language=fv.xnli_language,
       text_a_column=fv.text_a_column, text_b_column=fv.text_b_column,
       label_column=fv.label_column, seed=fv.seed)

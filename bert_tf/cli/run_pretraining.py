@@ -69,7 +69,8 @@ def params_from_flags():
       optimizer=FLAGS.optimizer, weight_decay_rate=FLAGS.weight_decay_rate,
       gradient_accumulation_steps=FLAGS.gradient_accumulation_steps,
       mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
-      steps_per_loop=FLAGS.steps_per_loop, log_steps=FLAGS.log_steps,
+      skip_padding=FLAGS.skip_padding, steps_per_loop=FLAGS.steps_per_loop,
+      log_steps=FLAGS.log_steps,
       keep_checkpoint_max=FLAGS.keep_checkpoint_max, seed=FLAGS.random_seed,
       shuffle_buffer_size=FLAGS.shuffle_buffer_size)
 

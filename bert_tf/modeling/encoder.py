@@ -6,7 +6,7 @@ import tensorflow as tf
 from bert_tf.configs import BertConfig
 from bert_tf.modeling.embeddings import BertEmbeddings
 from bert_tf.modeling.layers import Dense
-from bert_tf.modeling.transformer import TransformerBlock
+from bert_tf.modeling.transformer import TokenLayout, TransformerBlock
 
 
 def config_from_any(config):
@@ -32,6 +32,12 @@ class BertEncoder(keras.Model):
   Args:
     config: a `BertConfig` (or its dict).
     output_all_layers: also return `encoder_outputs`, the output of every transformer block.
+    skip_padding: run the transformer blocks on the real tokens only (`TokenLayout`): dense
+      layers, LayerNorms, dropouts and the feed-forward network do no work for padding, and only
+      attention sees the padded sequences. The outputs at real tokens are those of the padded
+      computation (up to float rounding); at padding, `sequence_output` and `encoder_outputs` are
+      zeros instead of values nothing should read. Needs shapes that vary with the input, so not
+      under XLA (`jit_compile`) or on TPUs. Also settable later as the attribute `skip_padding`.
 
   Called on a dict with `input_ids` (int [batch_size, seq_length]) and optionally `input_mask`
   (1 = real token, default all ones) and `segment_ids` (default all zeros); returns a dict with
@@ -46,12 +52,13 @@ class BertEncoder(keras.Model):
     (TensorShape([2, 8, 32]), TensorShape([2, 32]))
   """
 
-  def __init__(self, config, output_all_layers=False, **kwargs):
+  def __init__(self, config, output_all_layers=False, skip_padding=False, **kwargs):
     kwargs.setdefault("name", "bert_encoder")
     super().__init__(**kwargs)
     config = config_from_any(config)
     self.bert_config = config  # a BertConfig
     self.output_all_layers = output_all_layers
+    self.skip_padding = skip_padding
     self.embeddings = BertEmbeddings(
         vocab_size=config.vocab_size, hidden_size=config.hidden_size,
         type_vocab_size=config.type_vocab_size,
@@ -114,14 +121,20 @@ class BertEncoder(keras.Model):
 
     x = self.embeddings(input_ids, segment_ids, training=training)   # [B, S, H]
     adder = attention_adder_from_mask(input_mask)                     # [B, 1, 1, S]
+    layout = None
+    if self.skip_padding:
+      layout = TokenLayout.from_mask(input_mask)
+      x = layout.remove_padding(x)                                   # [tokens, H]
+    padded = layout.restore_padding if layout is not None else (lambda y: y)
     blocks = self.blocks
     all_layers = []
     for block in blocks[:-1]:
-      x = block(x, adder, training=training)                        # [B, S, H]
+      x = block(x, adder, training=training, layout=layout)         # [B, S, H] or [tokens, H]
       all_layers.append(x)
     last_input = x
-    x = blocks[-1](last_input, adder, training=training)            # [B, S, H]
+    x = blocks[-1](last_input, adder, training=training, layout=layout)
     all_layers.append(x)
+    x = padded(x)                                                   # [B, S, H]
     outputs = {"sequence_output": x}
     if output_positions is None:
       outputs["pooled_output"] = self.pooler(x[:, 0, :])             # [B, H]
@@ -129,20 +142,21 @@ class BertEncoder(keras.Model):
       cls_position = tf.zeros_like(output_positions[:, :1])
       positions = tf.concat([cls_position, output_positions], axis=1)  # [B, 1 + P]
       gathered = blocks[-1](last_input, adder, training=training,
-                            query_positions=positions)              # [B, 1 + P, H]
+                            query_positions=positions, layout=layout)  # [B, 1 + P, H]
       outputs["pooled_output"] = self.pooler(gathered[:, 0, :])      # [B, H]
       outputs["gathered_output"] = gathered[:, 1:, :]                # [B, P, H]
     if self.output_all_layers:
-      outputs["encoder_outputs"] = all_layers
+      outputs["encoder_outputs"] = [padded(y) for y in all_layers]
     return outputs
 
   def get_config(self):
     config = super().get_config()
-    config.update(config=self.bert_config.to_dict(), output_all_layers=self.output_all_layers)
+    config.update(config=self.bert_config.to_dict(), output_all_layers=self.output_all_layers,
+                  skip_padding=self.skip_padding)
     return config
 
   @classmethod
   def from_config(cls, config):
     config = dict(config)
     return cls(config.pop("config"), output_all_layers=config.pop("output_all_layers", False),
-               name=config.get("name"))
+               skip_padding=config.pop("skip_padding", False), name=config.get("name"))

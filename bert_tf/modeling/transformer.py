@@ -1,12 +1,59 @@
 """One BERT transformer block: multi-head self-attention and a feed-forward layer, each followed by
 dropout, a residual connection and LayerNorm (post-LN, as in the original)."""
 
+import collections
 import math
 
 import keras
 import tensorflow as tf
 
 from bert_tf.modeling.layers import Dense, LayerNorm
+
+
+class TokenLayout(collections.namedtuple(
+    "TokenLayout", ["token_rows", "row_to_token", "batch_size", "seq_length"])):
+  """Where the real tokens of a padded batch are, for blocks that skip the padding.
+
+  Without padding, the hidden states of a batch are one matrix [num_tokens, hidden_size] of its real
+  tokens, sequence after sequence; the dense layers, LayerNorms, dropouts and the feed-forward
+  network then do no work for padding. Only attention needs the sequences apart: it scatters its
+  keys, values and queries back into [batch_size, seq_length] (zeros at padding, which the additive
+  mask excludes anyway) and gathers the result back.
+
+  Fields:
+    token_rows: int32 [num_tokens]: row `b * seq_length + s` of each real token (b, s), in order.
+    row_to_token: int32 [batch_size * seq_length]: index in `token_rows` of each row's token, or
+      num_tokens for a padding row (`gather` reads a zero vector there).
+    batch_size, seq_length: int32 scalars.
+  """
+
+  @classmethod
+  def from_mask(cls, input_mask):
+    """The layout of an int/bool [batch_size, seq_length] mask (1 = real token)."""
+    batch_size, seq_length = tf.shape(input_mask)[0], tf.shape(input_mask)[1]
+    real = tf.reshape(tf.cast(input_mask, tf.int32) > 0, [-1])                # [B*S]
+    token_rows = tf.cast(tf.where(real)[:, 0], tf.int32)                      # [N]
+    index = tf.cumsum(tf.cast(real, tf.int32)) - 1                            # [B*S]
+    row_to_token = tf.where(real, index, tf.size(token_rows))
+    return cls(token_rows, row_to_token, batch_size, seq_length)
+
+  def remove_padding(self, x):
+    """[batch_size, seq_length, ...] -> [num_tokens, ...]."""
+    return tf.gather(tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0)), self.token_rows)
+
+  def restore_padding(self, x):
+    """[num_tokens, ...] -> [batch_size, seq_length, ...] with zeros at padding."""
+    width = tf.shape(x)[1:]
+    rows = tf.scatter_nd(self.token_rows[:, tf.newaxis], x,
+                         tf.concat([[self.batch_size * self.seq_length], width], 0))
+    return tf.reshape(rows, tf.concat([[self.batch_size, self.seq_length], width], 0))
+
+  def gather(self, x, positions):
+    """The states at `positions` (int [batch_size, P]) of [num_tokens, ...] states; zeros where a
+    position is padding (as for a batch of padding only)."""
+    rows = positions + (tf.range(self.batch_size) * self.seq_length)[:, tf.newaxis]  # [B, P]
+    x = tf.concat([x, tf.zeros_like(x[:1])], axis=0)                                  # + zero row
+    return tf.gather(x, tf.gather(self.row_to_token, rows))                           # [B, P, ...]
 
 
 class SelfAttention(keras.layers.Layer):
@@ -40,16 +87,17 @@ class SelfAttention(keras.layers.Layer):
     for layer in (self.query, self.key, self.value, self.output_dense):
       layer.build((None, self.hidden_size))
 
-  def _project(self, x, dense_layers, scale=None):
+  def _project(self, x, dense_layers, scale=None, layout=None):
     """Applies several of the Q/K/V projections as one matrix multiplication, split by head.
 
     Args:
-      x: [batch_size, length, hidden_size].
+      x: [batch_size, length, hidden_size], or [num_tokens, hidden_size] with `layout`.
       dense_layers: which of `self.query`, `self.key`, `self.value` to apply (k of them).
       scale: multiplies the first projection (1/√d folded into the query weights: cheaper than
         scaling the [B, N, S, S] scores).
+      layout: a `TokenLayout` when `x` holds only the real tokens.
     Returns:
-      [k, batch_size, num_heads, length, head_size].
+      [k, batch_size, num_heads, length, head_size] (zeros at padding with `layout`).
     """
     kernels = [layer.kernel for layer in dense_layers]
     biases = [layer.bias for layer in dense_layers]
@@ -58,33 +106,40 @@ class SelfAttention(keras.layers.Layer):
     kernel = tf.cast(tf.concat(kernels, axis=1), self.compute_dtype)         # [H, k*H]
     bias = tf.cast(tf.concat(biases, axis=0), self.compute_dtype)            # [k*H]
     k = len(dense_layers)
-    batch_size, length = tf.shape(x)[0], tf.shape(x)[1]
     y = tf.nn.bias_add(tf.matmul(tf.reshape(x, [-1, self.hidden_size]), kernel), bias)  # [B*L, k*H]
+    if layout is not None:
+      batch_size, length = layout.batch_size, layout.seq_length
+      y = layout.restore_padding(y)                                             # [B, S, k*H]
+    else:
+      batch_size, length = tf.shape(x)[0], tf.shape(x)[1]
     y = tf.reshape(y, [batch_size, length, k, self.num_heads, self.head_size])  # [B, L, k, N, d]
     return tf.transpose(y, [2, 0, 3, 1, 4])                                     # [k, B, N, L, d]
 
-  def call(self, x, attention_adder, training=None, queries=None):
+  def call(self, x, attention_adder, training=None, queries=None, layout=None):
     """Attends from each query position to every unmasked position of `x`.
 
     Args:
-      x: [batch_size, seq_length, hidden_size], the sequence attended to.
+      x: [batch_size, seq_length, hidden_size], the sequence attended to; or, with `layout`, its
+        real tokens only [num_tokens, hidden_size].
       attention_adder: float32 [batch_size, 1, 1, seq_length]: 0 where attending is allowed and
         -10000 at padding (the original's additive mask).
       training: whether dropout is active.
       queries: optional [batch_size, num_queries, hidden_size]: attend from these vectors only
         (rows of `x` gathered by the caller) instead of from every position of `x`.
+      layout: a `TokenLayout` when `x` holds only the real tokens.
     Returns:
-      [batch_size, seq_length or num_queries, hidden_size].
+      [batch_size, seq_length or num_queries, hidden_size]; [num_tokens, hidden_size] with `layout`
+      and no `queries`.
     """
     scale = 1.0 / math.sqrt(self.head_size)
     # tf.unstack rather than y[i]: the gradient of strided slices writes full-size zero tensors.
     if queries is None:
-      query, key, value = tf.unstack(
-          self._project(x, [self.query, self.key, self.value], scale), num=3)  # 3 x [B, N, S, d]
-      queries = x
+      query, key, value = tf.unstack(self._project(
+          x, [self.query, self.key, self.value], scale, layout), num=3)  # 3 x [B, N, S, d]
     else:
       query = self._project(queries, [self.query], scale)[0]                  # [B, N, Q, d]
-      key, value = tf.unstack(self._project(x, [self.key, self.value]), num=2)  # 2 x [B, N, S, d]
+      key, value = tf.unstack(self._project(x, [self.key, self.value], layout=layout),
+                              num=2)                                          # 2 x [B, N, S, d]
 
     scores = tf.matmul(query, key, transpose_b=True)                          # [B, N, Q, S]
     # (Keras casts float call arguments to the compute dtype; the mask is added in float32.)
@@ -94,7 +149,13 @@ class SelfAttention(keras.layers.Layer):
 
     context = tf.matmul(probs, value)                                         # [B, N, Q, d]
     context = tf.transpose(context, [0, 2, 1, 3])                             # [B, Q, N, d]
-    context = tf.reshape(context, tf.shape(queries))                          # [B, Q, H]
+    if queries is not None:
+      context = tf.reshape(context, tf.shape(queries))                        # [B, Q, H]
+    elif layout is not None:
+      context = layout.remove_padding(tf.reshape(
+          context, [layout.batch_size, layout.seq_length, self.hidden_size]))  # [tokens, H]
+    else:
+      context = tf.reshape(context, tf.shape(x))                              # [B, S, H]
     return self.output_dense(context)
 
   def get_config(self):
@@ -145,21 +206,29 @@ class TransformerBlock(keras.layers.Layer):
     self.output_dense.build((None, self.intermediate_size))
     self.output_layer_norm.build((None, None, self.hidden_size))
 
-  def call(self, x, attention_adder, training=None, query_positions=None):
+  def call(self, x, attention_adder, training=None, query_positions=None, layout=None):
     """Runs the block on a sequence, or only at some of its positions.
 
     Args:
-      x: [batch_size, seq_length, hidden_size].
+      x: [batch_size, seq_length, hidden_size]; or, with `layout`, the real tokens only
+        [num_tokens, hidden_size].
       attention_adder: float32 [batch_size, 1, 1, seq_length], see `SelfAttention`.
       training: whether dropout is active.
       query_positions: optional int [batch_size, num_queries]: compute the output only at these
         positions (still attending to the whole sequence). Used for the last block when only a
         few positions are needed, e.g. [CLS] and the masked tokens in pretraining.
+      layout: a `TokenLayout` when `x` holds only the real tokens (see `BertEncoder`).
     Returns:
-      [batch_size, seq_length or num_queries, hidden_size].
+      [batch_size, seq_length or num_queries, hidden_size], or [num_tokens, hidden_size] with
+      `layout` and no `query_positions`.
     """
-    queries = None if query_positions is None else tf.gather(x, query_positions, batch_dims=1)
-    attended = self.attention(x, attention_adder, training=training, queries=queries)
+    if query_positions is None:
+      queries = None
+    elif layout is not None:
+      queries = layout.gather(x, query_positions)
+    else:
+      queries = tf.gather(x, query_positions, batch_dims=1)
+    attended = self.attention(x, attention_adder, training=training, queries=queries, layout=layout)
     attended = self.attention_dropout(attended, training=training)
     residual = x if queries is None else queries
     x = self.attention_layer_norm(attended + residual)             # [B, S or Q, H]
