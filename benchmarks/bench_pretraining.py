@@ -4,8 +4,11 @@ Both models get the same config, global batch, sequence length, number of masked
 precision policy and XLA setting, the same in-memory synthetic batches (so the input pipeline is not
 measured; see bench_input_pipeline.py), an AdamW optimizer with global-norm clipping, and the same
 number of steps per host call. Our step also trains the next-sentence head (keras-hub's BertMaskedLM
-has none). Warm-up calls (tracing, XLA compilation) are excluded; each repeat times `--steps` steps;
-the two models are timed alternately and the median of the repeats is reported.
+has none). Without XLA our encoder skips the padding tokens (`--skip_padding`, on by default), so the
+ratio grows with the batches' padding: --lengths picks it (the line printed says how many of the
+tokens are real); 'austen' uses the lengths create_pretraining_data.py gives the bundled novel.
+Warm-up calls (tracing, XLA compilation) are excluded; each repeat times `--steps` steps; the two
+models are timed alternately and the median of the repeats is reported.
 
 On a GPU it also prints model FLOPs utilisation:
   FLOPs per sequence = 6 * (dense parameters) * seq_len            (matmuls, forward + backward)
@@ -50,6 +53,14 @@ def parse_args(argv=None):
   p.add_argument("--seq_length", type=int, default=128)
   p.add_argument("--predictions", type=int, default=20)
   p.add_argument("--batch", type=int, default=32, help="global batch per step")
+  p.add_argument("--lengths", default="uniform",
+                 help="real (unpadded) lengths of the synthetic sequences: 'uniform' (between half "
+                 "and all of --seq_length, 75%% real tokens), 'full' (no padding), 'austen' (those "
+                 "of create_pretraining_data.py's records of data/corpus/austen.txt), or the path "
+                 "of a pretraining TFRecord file to draw them from")
+  p.add_argument("--distinct_batches", type=int, default=16,
+                 help="different in-memory batches, cycled (the same for both models): enough "
+                 "sequences for their padding to be that of --lengths, not of one lucky batch")
   p.add_argument("--precisions", default="float32,bfloat16")
   p.add_argument("--jit_compile", action="store_true", help="XLA for both models")
   p.add_argument("--steps", type=int, default=5, help="steps per timed repeat (= steps per host call)")
@@ -68,15 +79,63 @@ def bert_config(args):
                     max_position_embeddings=max(512, args.seq_length))
 
 
+def sequence_lengths(args, rng):
+  """Real lengths of the batch's sequences (see --lengths)."""
+  b, s = args.batch, args.seq_length
+  lengths = getattr(args, "lengths", "uniform")
+  if lengths == "uniform":
+    return rng.randint(s // 2, s + 1, size=b)
+  if lengths == "full":
+    return np.full(b, s)
+  from bert_tf import features
+  path = austen_records(args) if lengths == "austen" else lengths
+  spec = {"input_mask": features.pretraining_feature_spec(s, args.predictions)["input_mask"]}
+  masks = [tf.io.parse_single_example(r, spec)["input_mask"].numpy()
+           for r in tf.data.TFRecordDataset(path).take(4096)]
+  if not masks:
+    raise SystemExit(f"--lengths={lengths}: no records")
+  return rng.choice(np.array([int(m.sum()) for m in masks]), size=b)
+
+
+_AUSTEN = {}
+
+
+def austen_records(args):
+  """Records of the bundled austen.txt made by create_pretraining_data.py (once per process)."""
+  import subprocess
+  import tempfile
+  key = (args.seq_length, args.predictions)
+  if key not in _AUSTEN:
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(tempfile.mkdtemp(prefix="bench_pretraining_"), "austen.tfrecord")
+    data = os.path.join(repo, "data")
+    subprocess.run([sys.executable, os.path.join(repo, "create_pretraining_data.py"),
+                    f"--input_file={data}/corpus/austen.txt", f"--output_file={path}",
+                    f"--vocab_file={data}/vocab/bert-base-uncased-vocab.txt",
+                    f"--max_seq_length={args.seq_length}",
+                    f"--max_predictions_per_seq={args.predictions}", "--dupe_factor=1"],
+                   check=True, capture_output=True)
+    _AUSTEN[key] = path
+  return _AUSTEN[key]
+
+
+def synthetic_batches(args):
+  """`--distinct_batches` batches stacked: a dataset of them yields one whole batch per element."""
+  batches = [synthetic_batch(args, seed=i) for i in range(max(1, getattr(args, "distinct_batches", 16)))]
+  return {name: np.stack([b[name] for b in batches]) for name in batches[0]}
+
+
 def synthetic_batch(args, seed=0):
-  """One batch of pretraining features with realistic padding and ~15% masked positions."""
+  """One batch of pretraining features, padded as --lengths says, with ~15% masked positions."""
   rng = np.random.RandomState(seed)
   b, s, p = args.batch, args.seq_length, args.predictions
-  lengths = rng.randint(s // 2, s + 1, size=b)
+  lengths = sequence_lengths(args, rng)
   mask = (np.arange(s)[None, :] < lengths[:, None]).astype("int32")          # [B, S]
   ids = rng.randint(1000, args.vocab_size, size=(b, s)).astype("int32") * mask
   segments = (np.arange(s)[None, :] >= (lengths // 2)[:, None]).astype("int32") * mask
-  positions = np.sort(rng.randint(1, s // 2, size=(b, p)), axis=1).astype("int32")
+  # Masked positions among the real tokens (after [CLS]).
+  positions = np.sort(rng.randint(1, np.maximum(2, lengths)[:, None], size=(b, p)), axis=1)
+  positions = positions.astype("int32")
   weights = np.ones((b, p), "float32")
   return {
       "input_ids": ids, "input_mask": mask, "segment_ids": segments,
@@ -103,7 +162,7 @@ class OursRunner:
       optimizer = create_optimizer(1e-4, 100000, 1000)
     self.task = training.PretrainingTask(self.model, optimizer, strategy, jit_compile=args.jit_compile,
                                          mixed_precision=precision)
-    data = tf.data.Dataset.from_tensors(synthetic_batch(args)).repeat()
+    data = tf.data.Dataset.from_tensor_slices(synthetic_batches(args)).repeat()
     self.iterator = iter(strategy.experimental_distribute_dataset(data))
     self.num_steps = tf.constant(args.steps)
 
@@ -137,10 +196,11 @@ class KerasHubRunner:
     self.model.compile(optimizer=optimizer,
                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                        weighted_metrics=[], jit_compile=args.jit_compile, steps_per_execution=args.steps)
-    f = synthetic_batch(args)
+    f = synthetic_batches(args)
     x = {"token_ids": f["input_ids"], "segment_ids": f["segment_ids"],
          "padding_mask": f["input_mask"].astype(bool), "mask_positions": f["masked_lm_positions"]}
-    self.data = tf.data.Dataset.from_tensors((x, f["masked_lm_ids"], f["masked_lm_weights"])).repeat()
+    self.data = tf.data.Dataset.from_tensor_slices(
+        (x, f["masked_lm_ids"], f["masked_lm_weights"])).repeat()
     self.steps = args.steps
     self.timer = epoch_timer()
 
@@ -197,6 +257,19 @@ def peak_tflops(args, precision):
   return None
 
 
+def alternating_medians(runners, warmup, repeats, rate_of):
+  """`warmup` untimed calls of each runner's `run()`, then `repeats` rounds measuring each runner in
+  turn (so background load hits them alike); the median of `rate_of(runner)` per `runner.name`."""
+  for runner in runners:
+    for _ in range(warmup):
+      runner.run()
+  rates = {r.name: [] for r in runners}
+  for _ in range(repeats):
+    for runner in runners:
+      rates[runner.name].append(rate_of(runner))
+  return {name: statistics.median(values) for name, values in rates.items()}
+
+
 def measure(args, precision):
   import keras
   from bert_tf import training
@@ -204,17 +277,15 @@ def measure(args, precision):
   runners = [OursRunner(args, precision)]
   if not args.skip_keras_hub:
     runners.append(KerasHubRunner(args, precision))
-  for runner in runners:
-    for _ in range(args.warmup):
-      runner.run()
-  rates = {r.name: [] for r in runners}
-  for _ in range(args.repeats):
-    for runner in runners:  # alternate, so background load hits both alike
-      steps, elapsed = time_call(runner)
-      rates[runner.name].append(steps * args.batch / elapsed)
-  medians = {name: statistics.median(values) for name, values in rates.items()}
+
+  def sequences_per_second(runner):
+    steps, elapsed = time_call(runner)
+    return steps * args.batch / elapsed
+
+  medians = alternating_medians(runners, args.warmup, args.repeats, sequences_per_second)
   line = (f"{args.preset} seq={args.seq_length} batch={args.batch} {precision:8s} "
-          f"xla={'on' if args.jit_compile else 'off'}: bert_tf {medians['bert_tf']:.1f} seq/s")
+          f"xla={'on' if args.jit_compile else 'off'} real tokens {real_token_fraction(args):.0%}: "
+          f"bert_tf {medians['bert_tf']:.1f} seq/s")
   if "keras-hub" in medians:
     line += (f", keras-hub {medians['keras-hub']:.1f} seq/s, "
              f"ratio {medians['bert_tf'] / medians['keras-hub']:.2f}x")
@@ -225,6 +296,10 @@ def measure(args, precision):
   print(line, flush=True)
   keras.mixed_precision.set_global_policy("float32")
   return medians
+
+
+def real_token_fraction(args):
+  return float(synthetic_batches(args)["input_mask"].mean())
 
 
 def main(argv=None):
@@ -240,7 +315,8 @@ def main(argv=None):
       medians["ratio"] = medians["bert_tf"] / medians["keras-hub"]
     results[precision.strip()] = medians
   report.emit({"preset": args.preset, "seq_length": args.seq_length, "batch": args.batch,
-               "jit_compile": args.jit_compile, "sequences_per_sec": results})
+               "jit_compile": args.jit_compile, "lengths": args.lengths,
+               "real_token_fraction": real_token_fraction(args), "sequences_per_sec": results})
 
 
 if __name__ == "__main__":

@@ -32,6 +32,9 @@ SUITE = {
     "pretraining_data": ("bench_pretraining_data.py", []),
     "pretraining": ("bench_pretraining.py", ["--preset=small", "--batch=32", "--steps=3", "--repeats=3",
                                              "--warmup=1"]),
+    "pretraining_austen_lengths": ("bench_pretraining.py", [
+        "--preset=small", "--batch=32", "--steps=3", "--repeats=3", "--warmup=1", "--lengths=austen"]),
+    "finetuning": ("bench_finetuning.py", []),
     "input_pipeline": ("bench_input_pipeline.py", ["--preset=small", "--batch=32", "--steps=2",
                                                    "--repeats=3", "--warmup=1"]),
     "checkpoint_load": ("bench_checkpoint_load.py", []),
