@@ -2,9 +2,9 @@
 
 Flow:
   main process: read the input stream, cut shards (`corpus_shards`) --> the next shard goes to
-  whichever worker is free (one queue for all) --> each worker tokenizes its shard, builds its instances
-  (`pretraining_data.build_shard_instances`) and serializes their records --> shard 0's records
-  are appended to the output files, then shard 1's, ..., record j of a shard going to output
+  whichever worker is free (one queue for all) --> each worker tokenizes its shard, builds its
+  instances (`pretraining_data.build_shard_instances`) and serializes their records --> shard 0's
+  records are appended to the output files, then shard 1's, ..., record j of a shard going to output
   (o + j) % number of outputs, o being the records before the shard: the original's round-robin.
   The output therefore does not depend on the number of workers.
 
@@ -177,7 +177,8 @@ def _worker_main(worker, builder, builder_args, records_per_chunk, num_outputs, 
   try:
     builder = builder or _ShardBuilder(*builder_args)
     outbox.put(("ready", worker, builder.vocab_size))
-    appender = _OrderedAppender(worker, output_paths, order, outbox, buffer_bytes) if output_paths else None
+    appender = (_OrderedAppender(worker, output_paths, order, outbox, buffer_bytes)
+                if output_paths else None)
     while True:
       shard = _next_shard(inbox, appender)
       if shard is None:
