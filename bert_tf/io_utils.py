@@ -1,7 +1,9 @@
 """File helpers shared by every command: input patterns, text/gzip reading, atomic outputs.
 
 Outputs are written under a temporary name in the same folder and renamed into place only when
-complete, so an interrupted run never leaves a file that looks finished.
+complete, so an interrupted run never leaves a file that looks finished. Temporary names carry the
+writing process's pid and host (`.name.tmp-<random>-<pid>-<host>`), so that a later run can tell
+the leftovers of a killed one from those of a run still going (`remove_stale_temporaries`).
 """
 
 import contextlib
@@ -9,6 +11,7 @@ import glob
 import gzip
 import io
 import os
+import socket
 import uuid
 
 from bert_tf.errors import UsageError
@@ -65,10 +68,58 @@ def open_text(path, errors="replace", encoding="utf-8"):
   return io.TextIOWrapper(open_binary(path), encoding=encoding, errors=errors, newline=None)
 
 
-def temp_path_for(path):
-  """A unique temporary sibling of `path` (same folder, so the final rename is atomic)."""
+def temp_path_for(path, kind="tmp"):
+  """A unique hidden sibling of `path` (same folder, so the final rename is atomic), named
+  `.name.<kind>-<random>-<pid>-<host>` after the process that writes it."""
   head, tail = os.path.split(path)
-  return os.path.join(head, f".{tail}.tmp-{uuid.uuid4().hex[:8]}")
+  return os.path.join(head, f".{tail}.{kind}-{uuid.uuid4().hex[:8]}{_owner_suffix()}")
+
+
+def _owner_suffix():
+  return f"-{os.getpid()}-{socket.gethostname()}"
+
+
+def remove_stale_temporaries(path, kinds=("tmp",)):
+  """Deletes the hidden siblings of local `path` (see `temp_path_for`) that a process of this host
+  left when it was killed: those whose pid no longer runs. Returns the names removed.
+
+  A leftover of a process still running, of another host, or without an owner in its name (an
+  older version's) is kept."""
+  if is_remote(path):
+    return []
+  import shutil
+  head, tail = os.path.split(os.path.abspath(path))
+  host = socket.gethostname()
+  try:
+    names = os.listdir(head)
+  except OSError:
+    return []
+  removed = []
+  for name in names:
+    for kind in kinds:
+      prefix, suffix = f".{tail}.{kind}-", f"-{host}"
+      if not (name.startswith(prefix) and name.endswith(suffix)):
+        continue
+      pid = name[len(prefix):-len(suffix)].rpartition("-")[2]
+      if not pid.isdigit() or _process_exists(int(pid)):
+        continue
+      full = os.path.join(head, name)
+      if os.path.isdir(full):
+        shutil.rmtree(full, ignore_errors=True)
+      else:
+        _remove_quietly(full)
+      removed.append(name)
+  return removed
+
+
+def _process_exists(pid):
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except OSError:  # e.g. another user's process: it exists
+    return True
+  return True
 
 
 @contextlib.contextmanager

@@ -367,13 +367,14 @@ def _start_method():
 
 
 def _scratch_dir(output_path):
-  """A hidden scratch folder beside the (local) output, else in the temporary folder."""
+  """A hidden scratch folder beside the (local) output (`.name.pieces-<random>-<pid>-<host>`, so
+  that a later run can remove it if this one is killed), else in the temporary folder."""
   import tempfile
   if io_utils.is_remote(output_path):
-    parent = None
-  else:
-    parent = os.path.dirname(os.path.abspath(output_path))
-  return tempfile.mkdtemp(prefix=f".{os.path.basename(output_path)}.pieces-", dir=parent)
+    return tempfile.mkdtemp(prefix=f".{os.path.basename(output_path)}.pieces-")
+  path = io_utils.temp_path_for(os.path.abspath(output_path), kind="pieces")
+  os.mkdir(path)
+  return path
 
 
 def _run_with_workers(config, writer, on_shard_done):
@@ -626,6 +627,7 @@ def create_pretraining_data(input_file, output_file, vocab_file, do_lower_case=T
     logging.warning("%s", warning)
   input_files = io_utils.expand_input_patterns(input_file, "--input_file")
   outputs = _output_paths(output_file, input_files)
+  _remove_leftovers_of_killed_runs(outputs)
   vocab_sha256 = io_utils.file_sha256(vocab_file)
   fingerprint = _fingerprint(settings, input_files, vocab_sha256)
   if resume and _can_resume(outputs, fingerprint):
@@ -681,6 +683,19 @@ def create_pretraining_data(input_file, output_file, vocab_file, do_lower_case=T
     })
   _log_summary(summary, outputs)
   return summary
+
+
+def _remove_leftovers_of_killed_runs(outputs):
+  """Deletes the hidden temporary outputs, manifests and scratch folders that a killed run on this
+  host left beside these outputs (their writer's pid no longer runs)."""
+  from bert_tf import features
+  removed = []
+  for path in outputs:
+    removed += io_utils.remove_stale_temporaries(path, kinds=("tmp", "pieces"))
+    removed += io_utils.remove_stale_temporaries(features.manifest_path(path))
+  if removed:
+    logging.warning("removed %d temporary file(s) left by an earlier run that was killed: %s",
+                    len(removed), ", ".join(sorted(removed)))
 
 
 def _default_workers(shard_bytes):

@@ -464,3 +464,14 @@ def test_workers_exit_when_the_main_process_is_killed(data_dir, tmp_path, repo_r
     time.sleep(0.1)
   assert not any(_alive(pid) for pid in workers)
   assert not (tmp_path / "out.tfrecord").exists()  # nothing under the final name
+  # The killed run left its hidden temporary output and scratch folder; the next run removes them
+  # (their owner is dead) and keeps what belongs to a live process or to another host.
+  left = sorted(n for n in os.listdir(tmp_path) if n.startswith(".out.tfrecord."))
+  assert any(".tmp-" in n for n in left) and any(".pieces-" in n for n in left), left
+  import socket
+  keep = [f".out.tfrecord.tmp-0123abcd-{os.getpid()}-{socket.gethostname()}",  # alive
+          ".out.tfrecord.tmp-0123abcd-1-another-host", ".out.tfrecord.tmp-0123abcd"]  # elsewhere, old
+  for name in keep:
+    (tmp_path / name).write_text("x")
+  run(data_dir, str(tmp_path / "out.tfrecord"), input_file="corpus/sample_text.txt", dupe_factor=1)
+  assert sorted(n for n in os.listdir(tmp_path) if n.startswith(".out.tfrecord.")) == sorted(keep)
