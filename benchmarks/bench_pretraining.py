@@ -21,6 +21,7 @@ Examples:
 """
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -87,36 +88,37 @@ def sequence_lengths(args, rng):
     return rng.randint(s // 2, s + 1, size=b)
   if lengths == "full":
     return np.full(b, s)
+  return rng.choice(record_lengths(lengths, s, args.predictions), size=b)
+
+
+@functools.lru_cache(maxsize=None)
+def record_lengths(source, seq_length, predictions):
+  """Real lengths of up to 4096 records of a pretraining TFRecord file (`source`), or of
+  create_pretraining_data.py's records of the bundled austen.txt for "austen"; read once per run,
+  however many batches are drawn from them."""
   from bert_tf import features
-  path = austen_records(args) if lengths == "austen" else lengths
-  spec = {"input_mask": features.pretraining_feature_spec(s, args.predictions)["input_mask"]}
+  path = austen_records(seq_length, predictions) if source == "austen" else source
+  spec = {"input_mask": features.pretraining_feature_spec(seq_length, predictions)["input_mask"]}
   masks = [tf.io.parse_single_example(r, spec)["input_mask"].numpy()
            for r in tf.data.TFRecordDataset(path).take(4096)]
   if not masks:
-    raise SystemExit(f"--lengths={lengths}: no records")
-  return rng.choice(np.array([int(m.sum()) for m in masks]), size=b)
+    raise SystemExit(f"--lengths={source}: no records")
+  return np.array([int(m.sum()) for m in masks])
 
 
-_AUSTEN = {}
-
-
-def austen_records(args):
-  """Records of the bundled austen.txt made by create_pretraining_data.py (once per process)."""
+def austen_records(seq_length, predictions):
+  """Writes create_pretraining_data.py's records of the bundled austen.txt; returns their path."""
   import subprocess
   import tempfile
-  key = (args.seq_length, args.predictions)
-  if key not in _AUSTEN:
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = os.path.join(tempfile.mkdtemp(prefix="bench_pretraining_"), "austen.tfrecord")
-    data = os.path.join(repo, "data")
-    subprocess.run([sys.executable, os.path.join(repo, "create_pretraining_data.py"),
-                    f"--input_file={data}/corpus/austen.txt", f"--output_file={path}",
-                    f"--vocab_file={data}/vocab/bert-base-uncased-vocab.txt",
-                    f"--max_seq_length={args.seq_length}",
-                    f"--max_predictions_per_seq={args.predictions}", "--dupe_factor=1"],
-                   check=True, capture_output=True)
-    _AUSTEN[key] = path
-  return _AUSTEN[key]
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  path = os.path.join(tempfile.mkdtemp(prefix="bench_pretraining_"), "austen.tfrecord")
+  data = os.path.join(repo, "data")
+  subprocess.run([sys.executable, os.path.join(repo, "create_pretraining_data.py"),
+                  f"--input_file={data}/corpus/austen.txt", f"--output_file={path}",
+                  f"--vocab_file={data}/vocab/bert-base-uncased-vocab.txt",
+                  f"--max_seq_length={seq_length}", f"--max_predictions_per_seq={predictions}",
+                  "--dupe_factor=1"], check=True, capture_output=True)
+  return path
 
 
 def synthetic_batches(args):
