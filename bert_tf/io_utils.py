@@ -79,26 +79,29 @@ def _owner_suffix():
   return f"-{os.getpid()}-{socket.gethostname()}"
 
 
-def remove_stale_temporaries(path, kinds=("tmp",)):
-  """Deletes the hidden siblings of local `path` (see `temp_path_for`) that a process of this host
-  left when it was killed: those whose pid no longer runs. Returns the names removed.
+def remove_stale_temporaries(paths, kinds=("tmp",)):
+  """Deletes the hidden siblings of the local `paths` (see `temp_path_for`; any of `kinds`) that a
+  process of this host left when it was killed: those whose pid no longer runs. Each folder is
+  listed once. Returns the names removed.
 
   A leftover of a process still running, of another host, or without an owner in its name (an
   older version's) is kept."""
-  if is_remote(path):
-    return []
   import shutil
-  head, tail = os.path.split(os.path.abspath(path))
-  host = socket.gethostname()
-  try:
-    names = os.listdir(head)
-  except OSError:
-    return []
+  suffix = f"-{socket.gethostname()}"
+  prefixes_by_folder = {}
+  for path in paths:
+    if not is_remote(path):
+      head, tail = os.path.split(os.path.abspath(path))
+      prefixes_by_folder.setdefault(head, []).extend(f".{tail}.{kind}-" for kind in kinds)
   removed = []
-  for name in names:
-    for kind in kinds:
-      prefix, suffix = f".{tail}.{kind}-", f"-{host}"
-      if not (name.startswith(prefix) and name.endswith(suffix)):
+  for head, prefixes in prefixes_by_folder.items():
+    try:
+      names = os.listdir(head)
+    except OSError:
+      continue
+    for name in names:
+      prefix = next((p for p in prefixes if name.startswith(p)), None)
+      if prefix is None or not name.endswith(suffix):
         continue
       pid = name[len(prefix):-len(suffix)].rpartition("-")[2]
       if not pid.isdigit() or _process_exists(int(pid)):

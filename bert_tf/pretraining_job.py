@@ -689,10 +689,8 @@ def _remove_leftovers_of_killed_runs(outputs):
   """Deletes the hidden temporary outputs, manifests and scratch folders that a killed run on this
   host left beside these outputs (their writer's pid no longer runs)."""
   from bert_tf import features
-  removed = []
-  for path in outputs:
-    removed += io_utils.remove_stale_temporaries(path, kinds=("tmp", "pieces"))
-    removed += io_utils.remove_stale_temporaries(features.manifest_path(path))
+  removed = io_utils.remove_stale_temporaries(
+      outputs + [features.manifest_path(path) for path in outputs], kinds=("tmp", "pieces"))
   if removed:
     logging.warning("removed %d temporary file(s) left by an earlier run that was killed: %s",
                     len(removed), ", ".join(sorted(removed)))
