@@ -13,6 +13,7 @@ import pytest
 
 from bert_tf import corpus_shards
 from bert_tf import features
+from bert_tf import instance_kernels
 from bert_tf import pretraining_data
 from bert_tf import pretraining_job
 from bert_tf import pretraining_records
@@ -89,7 +90,7 @@ def test_compiled_draws_equal_python_random_on_many_seeds():
 
 def test_python_round_is_bankers_rounding():
   for x in (0.5, 1.5, 2.5, 3.49, 3.5, 18.75, 19.2, 19.5, 20.5, 0.0):
-    assert pretraining_data._python_round(x) == round(x)
+    assert instance_kernels._python_round(x) == round(x)
 
 
 # --- parity with google-research/bert ---------------------------------------------------------------
