@@ -27,8 +27,10 @@ Nothing here imports TensorFlow (the tokenizer is `word_cache_tokenizer`, record
 by `pretraining_records`), so a worker starts in well under a second. Workers are forked on Linux
 when the calling process has not loaded TensorFlow (they then share its tokenizer and loaded
 compiled code), and spawned otherwise (`_start_method`); with one worker everything runs in the
-calling process. Outputs are written under temporary names and renamed, with their manifests, only
-when every shard is done.
+calling process. Forked workers start only once this process has loaded numba's compiled code (a
+few tenths of a second); meanwhile helper processes tokenize the first shards on the other cores
+(`_StartupTokenizers`). Outputs are written under temporary names and renamed, with their
+manifests, only when every shard is done.
 """
 
 import dataclasses
@@ -123,13 +125,20 @@ class _ShardBuilder:
     self.vocab_size = self.tokenizer.vocab_size
     self.options = options
 
-  def process(self, shard, records_per_chunk):
-    """Yields ("chunk", buffer, ends) messages and finally ("done", ShardStats)."""
+  def process(self, shard, records_per_chunk, tokenized=None):
+    """Yields ("chunk", buffer, ends) messages and finally ("done", ShardStats).
+
+    `tokenized`: the shard's (Documents, bad lines, [(word, ids)] newly cached) when a start-up
+    helper tokenized it already (`_StartupTokenizers`); the words join this tokenizer's cache.
+    """
     start = time.time()
-    lines, bad_lines = corpus_shards.decode_lines(shard.data)
-    instances = pretraining_data.build_shard_instances(
-        lines, shard.index, self.options, self.tokenizer.tokenize_batch_ids, self.tables)
-    documents = instances.documents
+    if tokenized is None:
+      lines, bad_lines = corpus_shards.decode_lines(shard.data)
+      documents = pretraining_data.split_documents(lines, self.tokenizer.tokenize_batch_ids)
+    else:
+      documents, bad_lines, words = tokenized
+      self.tokenizer.remember_words(words)
+    instances = pretraining_data.create_instances(documents, shard.index, self.options, self.tables)
     lengths = documents.sentence_starts[1:] - documents.sentence_starts[:-1]
     stats = ShardStats(
         documents=documents.num_documents, sentences=len(lengths), tokens=documents.num_tokens,
@@ -158,10 +167,10 @@ def _tokenizer(vocab_file, do_lower_case):
 
 def _worker_main(worker, builder, builder_args, records_per_chunk, num_outputs, compress, work_dir,
                  inbox, outbox, output_paths=None, order=None, buffer_bytes=0):
-  """Worker process loop: shards from `inbox` (shared by all workers) until None. Messages to
-  `outbox` (shared too) start with the kind and the worker's number `worker`: ("ready", w, vocab
-  size), then ("done", w, shard index, records, ShardStats, appended) per shard, in the order of
-  its shards, and finally ("end", w) or ("error", w, text, is a usage error).
+  """Worker process loop: (shard, tokenized or None) from `inbox` (shared by all workers) until
+  None. Messages to `outbox` (shared too) start with the kind and the worker's number `worker`:
+  ("ready", w, vocab size), then ("done", w, shard index, records, ShardStats, appended) per shard,
+  in the order of its shards, and finally ("end", w) or ("error", w, text, is a usage error).
 
   With `output_paths` (local outputs), the worker appends each shard's records to the outputs itself
   when `order` says it is that shard's turn (`_OrderedAppender`), so they are written once, from
@@ -180,16 +189,17 @@ def _worker_main(worker, builder, builder_args, records_per_chunk, num_outputs, 
     appender = (_OrderedAppender(worker, output_paths, order, outbox, buffer_bytes)
                 if output_paths else None)
     while True:
-      shard = _next_shard(inbox, appender)
-      if shard is None:
+      item = _next_shard(inbox, appender)
+      if item is None:
         break
+      shard, tokenized = item
       if appender is not None:
         records = pretraining_records.ShardBuffer(work_dir, shard.index, num_outputs, compress,
                                                   appender.free_budget())
       else:
         records = pretraining_records.PieceWriter(work_dir, shard.index, num_outputs, compress)
       try:
-        for message in builder.process(shard, records_per_chunk):
+        for message in builder.process(shard, records_per_chunk, tokenized):
           if message[0] == "chunk":
             records.write_chunk(message[1], message[2])
             if appender is not None:
@@ -388,7 +398,17 @@ def _run_with_workers(config, writer, on_shard_done):
   context = multiprocessing.get_context(method)
   num_workers = config.num_workers
   builder_args = (config.vocab_file, config.do_lower_case, config.options)
-  builder = _ShardBuilder(*builder_args) if method == "fork" else None
+  builder = startup = None
+  if method == "fork":
+    startup = _StartupTokenizers.start(config)
+    try:
+      builder = _ShardBuilder(*builder_args)
+    except BaseException:
+      if startup is not None:
+        startup.close()
+      raise
+    if startup is not None:
+      startup.stop_starting(builder.tokenizer)
   work_dir = _scratch_dir(config.output_files[0])
   inbox = context.Queue(maxsize=1)  # shared: a free worker takes the next shard
   outbox = context.Queue()
@@ -402,7 +422,7 @@ def _run_with_workers(config, writer, on_shard_done):
                             len(config.output_files), config.compress, work_dir, inbox, outbox,
                             writer.paths if direct else None, order, config.worker_buffer_bytes))
       for w in range(num_workers)]
-  reader = _ShardReader(config, inbox, num_workers)
+  reader = _ShardReader(config, inbox, num_workers, startup)
   try:
     for process in workers:
       process.start()
@@ -437,6 +457,8 @@ def _run_with_workers(config, writer, on_shard_done):
     return vocab_size
   finally:
     reader.stop()
+    if startup is not None:
+      startup.close()
     for process in workers:
       if process.is_alive():
         process.terminate()
@@ -445,6 +467,131 @@ def _run_with_workers(config, writer, on_shard_done):
       q.cancel_join_thread()
       q.close()
     shutil.rmtree(work_dir, ignore_errors=True)
+
+
+_STARTUP_MAX_SHARD_BYTES = 16 << 20
+_STARTUP_POLL_S = 0.05
+
+
+class _StartupTokenizers:
+  """Helper processes that tokenize the first shards while this process loads numba.
+
+  Loading numba and its compiled code takes this process a few tenths of a second, and the workers
+  are forked only afterwards, so that they share the loaded code; meanwhile the other cores would
+  idle. Helpers, forked before numba is imported (one per further worker, at most one per further
+  core), tokenize the first round of shards (one per worker) in turns. When this process is ready,
+  `stop_starting` tells them to start no further shard and adds the words of the shards they
+  finished to this process's tokenizer cache, which the workers then inherit. The reader hands each
+  helper-tokenized shard to its worker with its documents (`take`), waiting for a shard that a
+  helper is still tokenizing rather than tokenizing it again; the words of those shards go with them.
+  A shard tokenized by a helper is tokenized exactly as a worker would do it: the records do not
+  change.
+
+  Shards over `_STARTUP_MAX_SHARD_BYTES` take much longer to tokenize than the start-up lasts (and
+  the start-up is then a negligible part of the run), so no helper is started for them.
+  """
+
+  def __init__(self, processes, results, stop):
+    self._processes = processes
+    self._results = results  # ("started", index) and ("done", index, documents, bad lines, words)
+    self._stop = stop
+    self._started = set()
+    self._done = {}
+
+  @classmethod
+  def start(cls, config):
+    """Starts the helpers (None when there is nothing for them to do)."""
+    import multiprocessing
+    num_helpers = min(config.num_workers, os.cpu_count() or 1) - 1
+    if num_helpers < 1 or config.shard_bytes > _STARTUP_MAX_SHARD_BYTES:
+      return None
+    tokenizer = _tokenizer(config.vocab_file, config.do_lower_case)
+    context = multiprocessing.get_context("fork")
+    results, stop = context.Queue(), context.Event()
+    processes = [
+        context.Process(target=_tokenize_first_shards, name=f"pretraining-data-tokenizer-{helper}",
+                        daemon=True, args=(config, tokenizer, helper, num_helpers, results, stop))
+        for helper in range(num_helpers)]
+    for process in processes:
+      process.start()
+    return cls(processes, results, stop)
+
+  def stop_starting(self, tokenizer):
+    """Lets no helper start another shard; the words of the shards done so far join `tokenizer`."""
+    self._stop.set()
+    self._receive_available()
+    for index, (documents, bad_lines, words) in self._done.items():
+      tokenizer.remember_words(words)
+      self._done[index] = (documents, bad_lines, [])
+
+  def take(self, index):
+    """The (Documents, bad lines, words) of shard `index` if a helper tokenized it, else None.
+    Waits while a helper is tokenizing it."""
+    self._receive_available()
+    while index in self._started and index not in self._done:
+      try:
+        self._receive(self._results.get(timeout=_STARTUP_POLL_S))
+      except queue.Empty:
+        if not self._processes[index % len(self._processes)].is_alive():
+          self._receive_available()  # its last messages may still be in the queue
+          break
+    self._started.discard(index)
+    return self._done.pop(index, None)
+
+  def close(self):
+    for process in self._processes:
+      process.terminate()
+      process.join()
+    self._results.cancel_join_thread()
+    self._results.close()
+
+  def _receive_available(self):
+    while True:
+      try:
+        self._receive(self._results.get_nowait())
+      except queue.Empty:
+        return
+
+  def _receive(self, message):
+    if message[0] == "started":
+      self._started.add(message[1])
+    elif message[0] == "done":
+      self._done[message[1]] = message[2:]
+    else:  # "failed": the worker tokenizes the shard itself
+      self._started.discard(message[1])
+
+
+def _tokenize_first_shards(config, tokenizer, helper, num_helpers, results, stop):
+  """Helper process: tokenizes shards `helper`, `helper + num_helpers`, ... of the first round (one
+  shard per worker) until `stop` is set; reports each shard as it starts and when it is done, with
+  the words it added to the cache. A failure ends the helper: the shard's worker then tokenizes the
+  shard itself and reports the problem."""
+  global _MAIN_PID
+  _MAIN_PID = os.getppid()
+  _die_with_main_process()
+  index = None
+  try:
+    sent = tokenizer.num_cached_words()
+    for shard in corpus_shards.iter_text_shards(config.input_files, config.shard_bytes):
+      if shard.index >= config.num_workers or stop.is_set():
+        break
+      if shard.index % num_helpers != helper:
+        continue
+      index = shard.index
+      results.put(("started", index))
+      lines, bad_lines = corpus_shards.decode_lines(shard.data)
+      documents = pretraining_data.split_documents(lines, tokenizer.tokenize_batch_ids)
+      cached = tokenizer.num_cached_words()
+      words = tokenizer.cached_words(sent if cached >= sent else 0)  # (the cache may have restarted)
+      sent = cached
+      results.put(("done", index, documents, bad_lines, words))
+      index = None
+  except BaseException:  # pylint: disable=broad-except
+    if index is not None:
+      results.put(("failed", index))
+  finally:
+    results.close()
+    results.join_thread()
 
 
 @dataclasses.dataclass
@@ -478,13 +625,15 @@ def _receive(outbox, workers, ended, reader):
 
 
 class _ShardReader(threading.Thread):
-  """Reads shards in a thread into the workers' shared queue; finally one None for each worker."""
+  """Reads shards in a thread into the workers' shared queue, as (shard, tokenized or None) with the
+  documents of the shards that start-up helpers tokenized; finally one None for each worker."""
 
-  def __init__(self, config, inbox, num_workers):
+  def __init__(self, config, inbox, num_workers, startup=None):
     super().__init__(name="shard-reader", daemon=True)
     self.config = config
     self.inbox = inbox
     self.num_workers = num_workers
+    self.startup = startup
     self.error = None
     self.input_bytes_done = {}
     self._stopped = threading.Event()
@@ -493,7 +642,12 @@ class _ShardReader(threading.Thread):
     try:
       for shard in corpus_shards.iter_text_shards(self.config.input_files, self.config.shard_bytes):
         self.input_bytes_done[shard.index] = shard.input_bytes_done
-        if not self._put(shard):
+        tokenized = None
+        if self.startup is not None and shard.index < self.num_workers:
+          tokenized = self.startup.take(shard.index)
+          if tokenized is not None:
+            shard = dataclasses.replace(shard, data=b"")  # its worker needs the documents only
+        if not self._put((shard, tokenized)):
           return
     except BaseException as e:  # raised in the main thread, which then stops the workers
       self.error = e

@@ -155,6 +155,21 @@ class CachedFullTokenizer:
   def convert_ids_to_tokens(self, ids):
     return vf.convert_by_vocab(self.inv_vocab, ids)
 
+  # -- the word cache, shared between processes -------------------------------------------------
+
+  def num_cached_words(self):
+    return len(self._cache)
+
+  def cached_words(self, start=0):
+    """The remembered (word, ids) pairs, from the `start`-th remembered on."""
+    return list(itertools.islice(self._cache.items(), start, None))
+
+  def remember_words(self, pairs):
+    """Adds (word, ids) pairs that another tokenizer of the same vocab and casing computed (as
+    many as the cache has room for)."""
+    room = self.max_cached_words - len(self._cache)
+    self._cache.update(pairs if len(pairs) <= room else pairs[:max(0, room)])
+
   # -- one word (a cache miss) --------------------------------------------------------------------
 
   def basic_words(self, word):

@@ -399,12 +399,12 @@ def test_free_workers_take_the_next_shard_and_the_output_keeps_shard_order(data_
       "import os, time\n"
       "from bert_tf import pretraining_job\n"
       "process = pretraining_job._ShardBuilder.process\n"
-      "def slow_first(self, shard, records_per_chunk):\n"
+      "def slow_first(self, shard, *args):\n"
       "  if shard.index == 0:\n"
       "    time.sleep(3)\n"
       f"  with open({str(log)!r}, 'a') as f:\n"
       "    f.write(f'{os.getpid()} {shard.index}\\n')\n"
-      "  yield from process(self, shard, records_per_chunk)\n"
+      "  yield from process(self, shard, *args)\n"
       "pretraining_job._ShardBuilder.process = slow_first\n"
       f"summary = pretraining_job.create_pretraining_data(input_file={corpus!r}, "
       f"output_file={str(tmp_path / 'w2_a.tfrecord') + ',' + str(tmp_path / 'w2_b.tfrecord')!r}, "
@@ -426,6 +426,115 @@ def test_free_workers_take_the_next_shard_and_the_output_keeps_shard_order(data_
       input_file="corpus/mobydick_12ch.txt", num_workers=1, **flags)
   for name in ("a", "b"):
     assert (tmp_path / f"w2_{name}.tfrecord").read_bytes() == (tmp_path / f"w1_{name}.tfrecord").read_bytes()
+
+
+def _run_startup_helpers(data_dir, repo_root, body):
+  """Runs `body` after start-up helpers were started for 3 workers on a (pretended) 4-core machine,
+  in a fresh process: the helpers are forked, which a process with TensorFlow loaded must not do.
+  Returns the JSON that `body` prints."""
+  code = f"""
+import json, os, queue, time
+import numpy as np
+from bert_tf import corpus_shards, pretraining_data, pretraining_job, word_cache_tokenizer
+corpus, vocab = {os.path.join(data_dir, "corpus", "mobydick_12ch.txt")!r}, {os.path.join(data_dir, VOCAB)!r}
+os.cpu_count = lambda: 4
+shards = list(corpus_shards.iter_text_shards([corpus], 20000))
+fresh = word_cache_tokenizer.CachedFullTokenizer(vocab)
+
+def same_as_a_worker(index, tokenized):
+  documents, bad_lines, _ = tokenized
+  lines, bad = corpus_shards.decode_lines(shards[index].data)
+  expected = pretraining_data.split_documents(lines, fresh.tokenize_batch_ids)
+  return bad == bad_lines and all(np.array_equal(getattr(documents, name), getattr(expected, name))
+                                  for name in ("tokens", "sentence_starts", "document_starts"))
+
+def wait_for(condition):
+  deadline = time.time() + 60
+  while not condition() and time.time() < deadline:
+    startup._receive_available()
+    time.sleep(0.01)
+
+config = pretraining_job.JobConfig(
+    input_files=[corpus], output_files=[], vocab_file=vocab, do_lower_case=True,
+    options=pretraining_data.InstanceOptions(), shard_bytes=20000, num_workers=3)
+""" + body
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, PYTHONPATH=repo_root))
+  assert done.returncode == 0, done.stderr[-2000:]
+  return json.loads(done.stdout.strip().split("\n")[-1])
+
+
+def test_helpers_tokenize_the_first_round_of_shards_during_start_up_as_a_worker_would(data_dir,
+                                                                                        repo_root):
+  # Two helpers take shards 0, 2 and 1: one shard per worker, none beyond.
+  result = _run_startup_helpers(data_dir, repo_root, """
+startup = pretraining_job._StartupTokenizers.start(config)
+wait_for(lambda: len(startup._done) == 3)
+target = word_cache_tokenizer.CachedFullTokenizer(vocab)
+startup.stop_starting(target)
+taken = {index: startup.take(index) for index in range(5)}
+startup.close()
+print(json.dumps(dict(
+    num_shards=len(shards), tokenized=[i for i in taken if taken[i] is not None],
+    same=[same_as_a_worker(i, taken[i]) for i in range(3)],
+    words_left=[len(taken[i][2]) for i in range(3)], cached=target.num_cached_words(),
+    same_cache=dict(target.cached_words()) == dict(fresh.cached_words()))))
+""")
+  assert result["num_shards"] > 4
+  assert result["tokenized"] == [0, 1, 2]
+  assert result["same"] == [True, True, True]
+  # The words of shards done before the workers start join the cache they inherit.
+  assert result["words_left"] == [0, 0, 0]
+  assert result["cached"] > 100 and result["same_cache"]
+
+
+def test_a_shard_still_being_tokenized_by_a_helper_is_awaited_and_brings_its_words(data_dir, repo_root):
+  # Tokenizing takes a helper 2 s here: the workers are "forked" while shards 0 and 1 are under
+  # way. Those two are awaited rather than tokenized again; shard 2, not started yet, is left to
+  # its worker.
+  result = _run_startup_helpers(data_dir, repo_root, """
+split = pretraining_data.split_documents
+def slow_split(*args):
+  time.sleep(2)
+  return split(*args)
+pretraining_data.split_documents = slow_split
+startup = pretraining_job._StartupTokenizers.start(config)
+pretraining_data.split_documents = split
+wait_for(lambda: {0, 1} <= startup._started)
+startup.stop_starting(word_cache_tokenizer.CachedFullTokenizer(vocab))
+was_done = sorted(startup._done)
+taken = {index: startup.take(index) for index in range(3)}
+startup.close()
+print(json.dumps(dict(was_done=was_done, tokenized=[i for i in taken if taken[i] is not None],
+                      same=[same_as_a_worker(i, taken[i]) for i in range(2)],
+                      words=[len(taken[i][2]) for i in range(2)])))
+""")
+  assert result["was_done"] == []
+  assert result["tokenized"] == [0, 1]
+  assert result["same"] == [True, True]
+  assert min(result["words"]) > 100  # the worker taking the shard adds them to its cache
+
+
+def test_a_worker_uses_the_shards_tokenized_during_start_up(data_dir):
+  options = pretraining_data.InstanceOptions(max_seq_length=64, max_predictions_per_seq=10, dupe_factor=1)
+  builder = pretraining_job._ShardBuilder(os.path.join(data_dir, VOCAB), True, options)
+  shards = list(corpus_shards.iter_text_shards([os.path.join(data_dir, "corpus", "mobydick_12ch.txt")],
+                                               20000))
+
+  def records(shard, tokenized=None):
+    return b"".join(bytes(m[1]) for m in builder.process(shard, 100, tokenized) if m[0] == "chunk")
+
+  def tokenized(shard):
+    lines, bad_lines = corpus_shards.decode_lines(shard.data)
+    return pretraining_data.split_documents(lines, builder.tokenizer.tokenize_batch_ids), bad_lines
+
+  expected = records(shards[0])
+  assert records(shards[0], (*tokenized(shards[0]), [])) == expected
+  assert records(shards[0], (*tokenized(shards[1]), [])) != expected  # (wrong on purpose: it is used)
+  assert builder.tokenizer.num_cached_words() > 0
+  before = builder.tokenizer.num_cached_words()
+  records(shards[0], (*tokenized(shards[0]), [("notaword-in-the-text", (1, 2))]))
+  assert builder.tokenizer.num_cached_words() == before + 1  # a helper's words join the cache
 
 
 def _alive(pid):
