@@ -15,7 +15,8 @@ Runs every command as a subprocess and samples the resident memory of its whole 
 
 The machine's other load changes every figure; ratios are measured within one run, and each of our
 cases is run once with its memory sampled (peak RSS of the process tree) and --repeats times
-without sampling for its time (median).
+without sampling for its time (median). The 1- and 2-worker runs of an input alternate, so that a
+change in the machine's load between them does not bias their ratio.
 """
 
 import os
@@ -95,20 +96,36 @@ def measure(command, sample_memory=True):
 
 
 def ours(input_file, output_file, num_workers, shard_size_mb=None):
+  """(median seconds, peak MB) of our script on `input_file`."""
+  return ours_alternating(input_file, {num_workers: output_file}, shard_size_mb)[num_workers]
+
+
+def ours_alternating(input_file, outputs, shard_size_mb=None):
+  """{workers: (median seconds, peak MB)} for each `outputs` entry (workers -> output file): one
+  memory-sampled run each, then --repeats timed rounds running each case once in turn."""
+  commands = {workers: our_command(input_file, output, workers, shard_size_mb)
+              for workers, output in outputs.items()}
+  peaks = {}
+  for workers, command in commands.items():
+    peaks[workers] = measure(command)[1]  # memory, sampled in a run of its own
+  seconds = {workers: [] for workers in commands}
+  for _ in range(max(1, FLAGS.repeats)):
+    for workers, command in commands.items():
+      # Every run writes a new file, as the first run and the original's run do: replacing the
+      # previous run's output would add the deletion of that file (0.2 s for 280 MB here).
+      remove_output(outputs[workers])
+      seconds[workers].append(measure(command, sample_memory=False)[0])
+  return {workers: (statistics.median(seconds[workers]), peaks[workers]) for workers in commands}
+
+
+def our_command(input_file, output_file, num_workers, shard_size_mb=None):
   command = [sys.executable, os.path.join(REPO, "create_pretraining_data.py"), f"--input_file={input_file}",
              f"--output_file={output_file}", f"--vocab_file={FLAGS.vocab_file}", "--do_lower_case=True",
              f"--max_seq_length={FLAGS.max_seq_length}", "--max_predictions_per_seq=20",
              f"--dupe_factor={FLAGS.dupe_factor}", f"--num_workers={num_workers}"]
   if shard_size_mb:
     command.append(f"--shard_size_mb={shard_size_mb}")
-  _, peak = measure(command)  # memory, sampled in a run of its own
-  seconds = []
-  for _ in range(max(1, FLAGS.repeats)):
-    # Every run writes a new file, as the first run and the original's run do: replacing the
-    # previous run's output would add the deletion of that file (0.2 s for 280 MB here).
-    remove_output(output_file)
-    seconds.append(measure(command, sample_memory=False)[0])
-  return statistics.median(seconds), peak
+  return command
 
 
 def remove_output(output_file):
@@ -182,10 +199,11 @@ def main(argv):
 
   sharded = {}
   for label, path in (("x1", FLAGS.corpus), (f"x{FLAGS.scale}", big)):
+    outs = {workers: os.path.join(workdir, f"sharded_{label}_{workers}.tfrecord") for workers in (1, 2)}
+    results = ours_alternating(path, outs, FLAGS.shard_size_mb)
     for workers in (1, 2):
-      out = os.path.join(workdir, f"sharded_{label}_{workers}.tfrecord")
-      seconds, rss = ours(path, out, workers, FLAGS.shard_size_mb)
-      sharded[(label, workers)] = (seconds, rss, out)
+      seconds, rss = results[workers]
+      sharded[(label, workers)] = (seconds, rss, outs[workers])
       rows.append((f"ours, {FLAGS.shard_size_mb:g} MB shards, {workers} worker(s)", label, seconds, rss))
       print(f"  {rows[-1][0]} on {label}: {seconds:.1f} s, {rss:.0f} MB", flush=True)
   with open(sharded[("x1", 1)][2], "rb") as a, open(sharded[("x1", 2)][2], "rb") as b:
