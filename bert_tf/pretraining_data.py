@@ -27,6 +27,7 @@ import itertools
 
 import numpy as np
 
+from bert_tf import gc_control
 from bert_tf.errors import UsageError
 
 
@@ -132,12 +133,14 @@ def split_documents(lines, tokenize_batch_ids):
   # Tokenized in batches turned into arrays at once: lists of Python ints take ~9x the memory.
   length_parts, token_parts = [np.zeros(0, np.int64)], [np.zeros(0, np.int32)]
   for begin in range(0, len(text_lines), _TOKENIZE_BATCH_LINES):
-    ids = tokenize_batch_ids(text_lines[begin:begin + _TOKENIZE_BATCH_LINES])
-    batch_lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-    length_parts.append(batch_lengths)
-    token_parts.append(np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32,
-                                   count=int(batch_lengths.sum())))
-    del ids
+    # The collector is paused until the batch's lists (one per line, no cycles) are freed again.
+    with gc_control.paused():
+      ids = tokenize_batch_ids(text_lines[begin:begin + _TOKENIZE_BATCH_LINES])
+      batch_lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+      length_parts.append(batch_lengths)
+      token_parts.append(np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32,
+                                     count=int(batch_lengths.sum())))
+      del ids
   lengths = np.concatenate(length_parts)
   tokens = np.concatenate(token_parts)
   del token_parts

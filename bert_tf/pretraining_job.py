@@ -36,6 +36,7 @@ manifests, only when every shard is done.
 import dataclasses
 import functools
 import os
+import pickle
 import queue
 import threading
 import time
@@ -43,6 +44,7 @@ import time
 from absl import logging
 
 from bert_tf import corpus_shards
+from bert_tf import gc_control
 from bert_tf import io_utils
 from bert_tf import pretraining_data
 from bert_tf.errors import UsageError
@@ -355,13 +357,14 @@ def run_job(config, writer):
 
 def _run_in_process(config, writer, on_shard_done):
   builder = _ShardBuilder(config.vocab_file, config.do_lower_case, config.options)
-  for shard in corpus_shards.iter_text_shards(config.input_files, config.shard_bytes):
-    for message in builder.process(shard, config.records_per_chunk):
-      if message[0] == "chunk":
-        writer.write_chunk(message[1], message[2])
-      else:
-        writer.end_shard()
-        on_shard_done(shard.index, shard.input_bytes_done, message[1])
+  with gc_control.frozen():  # (numba's objects and the vocab: nothing to collect there)
+    for shard in corpus_shards.iter_text_shards(config.input_files, config.shard_bytes):
+      for message in builder.process(shard, config.records_per_chunk):
+        if message[0] == "chunk":
+          writer.write_chunk(message[1], message[2])
+        else:
+          writer.end_shard()
+          on_shard_done(shard.index, shard.input_bytes_done, message[1])
   return builder.vocab_size
 
 
@@ -424,8 +427,9 @@ def _run_with_workers(config, writer, on_shard_done):
       for w in range(num_workers)]
   reader = _ShardReader(config, inbox, num_workers, startup)
   try:
-    for process in workers:
-      process.start()
+    with gc_control.frozen():  # the workers keep what they inherit frozen (see gc_control)
+      for process in workers:
+        process.start()
     reader.start()
     vocab_size = None
     finished = {}  # shard index -> its "done" message, until the shards before it are accounted
@@ -493,7 +497,7 @@ class _StartupTokenizers:
 
   def __init__(self, processes, results, stop):
     self._processes = processes
-    self._results = results  # ("started", index) and ("done", index, documents, bad lines, words)
+    self._results = results  # ("started", index), ("done", index, pickled (documents, bad lines, words))
     self._stop = stop
     self._started = set()
     self._done = {}
@@ -556,7 +560,8 @@ class _StartupTokenizers:
     if message[0] == "started":
       self._started.add(message[1])
     elif message[0] == "done":
-      self._done[message[1]] = message[2:]
+      with gc_control.paused():  # tens of thousands of (word, ids) pairs
+        self._done[message[1]] = pickle.loads(message[2])
     else:  # "failed": the worker tokenizes the shard itself
       self._started.discard(message[1])
 
@@ -584,7 +589,9 @@ def _tokenize_first_shards(config, tokenizer, helper, num_helpers, results, stop
       cached = tokenizer.num_cached_words()
       words = tokenizer.cached_words(sent if cached >= sent else 0)  # (the cache may have restarted)
       sent = cached
-      results.put(("done", index, documents, bad_lines, words))
+      # Pickled here rather than by the queue's feeder thread, which would contend for the GIL with
+      # the tokenizing of the next shard (that made the message arrive tens of ms later).
+      results.put(("done", index, pickle.dumps((documents, bad_lines, words), protocol=-1)))
       index = None
   except BaseException:  # pylint: disable=broad-except
     if index is not None:

@@ -35,12 +35,12 @@ it (that import registers the WordPiece op).
 
 import collections
 import functools
-import gc
 import re
 
 import numpy as np
 import tensorflow as tf
 
+from bert_tf import gc_control
 from bert_tf import unicode_tables as ut
 from bert_tf.errors import UsageError
 from bert_tf.vocab_file import (  # noqa: F401  (the original module's names; no TensorFlow there)
@@ -317,13 +317,8 @@ def _split_rows(values, splits):
   The cyclic garbage collector is paused meanwhile: it would otherwise rescan the heap many times
   while thousands of small lists are created, which costs more than the slicing.
   """
-  enabled = gc.isenabled()
-  gc.disable()
-  try:
+  with gc_control.paused():
     return [values[a:b] for a, b in zip(splits[:-1], splits[1:])]
-  finally:
-    if enabled:
-      gc.enable()
 
 
 def _in_batches(texts, fn):

@@ -26,6 +26,7 @@ import itertools
 import re
 import unicodedata
 
+from bert_tf import gc_control
 from bert_tf import unicode_tables as ut
 from bert_tf import vocab_file as vf
 from bert_tf.errors import UsageError
@@ -138,7 +139,8 @@ class CachedFullTokenizer:
     """Token ids of every text: list of str/bytes -> list[list[int]]."""
     word_ids = self._cache.__getitem__  # a miss computes and remembers the word
     chain = itertools.chain.from_iterable
-    return [list(chain(map(word_ids, words))) for words in map(self.clean_words, texts)]
+    with gc_control.paused():  # a list per text, and cycles nowhere
+      return [list(chain(map(word_ids, words))) for words in map(self.clean_words, texts)]
 
   def tokenize_batch(self, texts):
     """WordPiece tokens of every text: list of str/bytes -> list[list[str]]."""
