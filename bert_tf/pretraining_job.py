@@ -509,12 +509,11 @@ class _StartupTokenizers:
     num_helpers = min(config.num_workers, os.cpu_count() or 1) - 1
     if num_helpers < 1 or config.shard_bytes > _STARTUP_MAX_SHARD_BYTES:
       return None
-    tokenizer = _tokenizer(config.vocab_file, config.do_lower_case)
     context = multiprocessing.get_context("fork")
     results, stop = context.Queue(), context.Event()
     processes = [
         context.Process(target=_tokenize_first_shards, name=f"pretraining-data-tokenizer-{helper}",
-                        daemon=True, args=(config, tokenizer, helper, num_helpers, results, stop))
+                        daemon=True, args=(config, helper, num_helpers, results, stop))
         for helper in range(num_helpers)]
     for process in processes:
       process.start()
@@ -566,7 +565,7 @@ class _StartupTokenizers:
       self._started.discard(message[1])
 
 
-def _tokenize_first_shards(config, tokenizer, helper, num_helpers, results, stop):
+def _tokenize_first_shards(config, helper, num_helpers, results, stop):
   """Helper process: tokenizes shards `helper`, `helper + num_helpers`, ... of the first round (one
   shard per worker) until `stop` is set; reports each shard as it starts and when it is done, with
   the words it added to the cache. A failure ends the helper: the shard's worker then tokenizes the
@@ -576,6 +575,7 @@ def _tokenize_first_shards(config, tokenizer, helper, num_helpers, results, stop
   _die_with_main_process()
   index = None
   try:
+    tokenizer = _tokenizer(config.vocab_file, config.do_lower_case)  # (as this process builds its own)
     sent = tokenizer.num_cached_words()
     for shard in corpus_shards.iter_text_shards(config.input_files, config.shard_bytes):
       if shard.index >= config.num_workers or stop.is_set():
