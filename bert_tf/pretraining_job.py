@@ -135,8 +135,7 @@ class _ShardBuilder:
     """
     start = time.time()
     if tokenized is None:
-      lines, bad_lines = corpus_shards.decode_lines(shard.data)
-      documents = pretraining_data.split_documents(lines, self.tokenizer.tokenize_batch_ids)
+      documents, bad_lines = _tokenize_shard(shard, self.tokenizer)
     else:
       documents, bad_lines, words = tokenized
       self.tokenizer.remember_words(words)
@@ -155,6 +154,12 @@ class _ShardBuilder:
 
 # The per-shard step under a public name, for other runners of the job (bert_tf.beam_pipeline).
 ShardProcessor = _ShardBuilder
+
+
+def _tokenize_shard(shard, tokenizer):
+  """A shard's (Documents, number of lines that were not UTF-8)."""
+  lines, bad_lines = corpus_shards.decode_lines(shard.data)
+  return pretraining_data.split_documents(lines, tokenizer.tokenize_batch_ids), bad_lines
 
 
 @functools.lru_cache(maxsize=2)
@@ -584,8 +589,7 @@ def _tokenize_first_shards(config, helper, num_helpers, results, stop):
         continue
       index = shard.index
       results.put(("started", index))
-      lines, bad_lines = corpus_shards.decode_lines(shard.data)
-      documents = pretraining_data.split_documents(lines, tokenizer.tokenize_batch_ids)
+      documents, bad_lines = _tokenize_shard(shard, tokenizer)
       cached = tokenizer.num_cached_words()
       words = tokenizer.cached_words(sent if cached >= sent else 0)  # (the cache may have restarted)
       sent = cached
