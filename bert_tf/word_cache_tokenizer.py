@@ -199,8 +199,13 @@ class CachedFullTokenizer:
 
   def _word_ids(self, word):
     """Ids of one whitespace-separated word (a tuple)."""
+    if word.isascii() and word.isalnum():  # most words: one basic token, no punctuation to split
+      return self._piece_cache[word.lower() if self.do_lower_case else word]
+    basic = self.basic_words(word)
+    if len(basic) == 1:
+      return self._piece_cache[basic[0]]
     piece_ids = self._piece_cache.__getitem__
-    return tuple(itertools.chain.from_iterable(map(piece_ids, self.basic_words(word))))
+    return tuple(itertools.chain.from_iterable(map(piece_ids, basic)))
 
   def _wordpiece_ids(self, token):
     """Greedy longest-match-first WordPiece of one basic token (a tuple); [UNK] when it cannot be
