@@ -2,11 +2,12 @@
 
 Flow:
   main process: read the input stream, cut shards (`corpus_shards`) --> the next shard goes to
-  whichever worker is free (one queue for all) --> each worker tokenizes its shard, builds its
-  instances (`pretraining_data.build_shard_instances`) and serializes their records --> shard 0's
-  records are appended to the output files, then shard 1's, ..., record j of a shard going to output
-  (o + j) % number of outputs, o being the records before the shard: the original's round-robin.
-  The output therefore does not depend on the number of workers.
+  whichever worker is free (one queue for all) --> each worker tokenizes its shard (unless a
+  start-up helper did), builds its instances (`pretraining_data.split_documents` and
+  `create_instances`, the two steps of `build_shard_instances`) and serializes their records -->
+  shard 0's records are appended to the output files, then shard 1's, ..., record j of a shard
+  going to output (o + j) % number of outputs, o being the records before the shard: the
+  original's round-robin. The output therefore does not depend on the number of workers.
 
 Who appends: with local outputs, the worker that made the shard, when a counter shared by the
 workers (`_ShardOrder`) says every earlier shard is written; until then it keeps the records in
