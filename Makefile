@@ -20,7 +20,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VPY) -m bert_tf.demo $(ARGS)
+	$(VPY) -m bert_tf.cli.demo $(ARGS)
 
 test: $(STAMP)
 	$(VPY) -m pytest -q tests $(ARGS)

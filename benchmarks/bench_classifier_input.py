@@ -61,9 +61,9 @@ def main():
                       help="examples timed for the slow per-example reference")
   args = parser.parse_args()
 
-  from bert_tf import classification
-  from bert_tf.classifier_data import InputExample
-  from bert_tf.tokenization import FullTokenizer
+  from bert_tf.finetuning import classification
+  from bert_tf.finetuning.classifier_data import InputExample
+  from bert_tf.text.tokenization import FullTokenizer
   repo = os.path.dirname(HERE)
   vocab = os.path.join(repo, "data", "vocab", "bert-base-uncased-vocab.txt")
   pairs = _pairs(os.path.join(repo, "data", "sentiment", "train.tsv"), args.examples)

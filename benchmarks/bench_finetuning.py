@@ -45,7 +45,7 @@ def parse_args(argv=None):
 
 def sentence_lengths(args, limit=5000):
   """Token counts ([CLS] text [SEP], capped at --seq_length) of the data's first sentences."""
-  from bert_tf import word_cache_tokenizer
+  from bert_tf.text import word_cache_tokenizer
   tokenizer = word_cache_tokenizer.CachedFullTokenizer(args.vocab_file, do_lower_case=True)
   with open(args.data, encoding="utf-8") as f:
     rows = [line.rstrip("\n").split("\t")[0] for line in f][1:limit + 1]
@@ -66,10 +66,11 @@ def batches(args, lengths, count=8, seed=0):
 
 class Runner:
   def __init__(self, args, data, skip_padding):
-    from bert_tf import classification, training
+    from bert_tf.finetuning import classification
+    from bert_tf.pretraining import training
     from bert_tf.configs import BertConfig
     from bert_tf.modeling import BertClassifier
-    from bert_tf.optimization import create_optimizer
+    from bert_tf.pretraining.optimization import create_optimizer
     layers, hidden, heads, intermediate = PRESETS[args.preset]
     config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=heads, intermediate_size=intermediate)

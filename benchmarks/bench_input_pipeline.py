@@ -2,7 +2,7 @@
 
 Writes synthetic pretraining TFRecords (the real schema and shapes, a manifest each) to a temporary
 folder, then measures:
-  1. sequences/s that `bert_tf.input_pipeline.pretraining_dataset` delivers from them (file shuffle,
+  1. sequences/s that `bert_tf.pretraining.input_pipeline.pretraining_dataset` delivers from them (file shuffle,
      interleave, shuffle buffer, batch, parse, prefetch), iterated with nothing else to do;
   2. sequences/s of bert_tf's training step for the same config, batch and sequence length
      (`bench_pretraining.OursRunner`, in-memory batches).
@@ -31,7 +31,8 @@ sys.path.insert(0, HERE)
 import tensorflow as tf  # noqa: E402
 
 import bench_pretraining  # noqa: E402
-from bert_tf import features, input_pipeline  # noqa: E402
+from bert_tf import features
+from bert_tf.pretraining import input_pipeline  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -88,7 +89,7 @@ def pipeline_rate(args, spec):
 
 
 def training_rate(args):
-  from bert_tf import training
+  from bert_tf.pretraining import training
   training.set_precision_policy(args.precision)
   runner = bench_pretraining.OursRunner(args, args.precision)
   for _ in range(args.warmup):

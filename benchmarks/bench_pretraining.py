@@ -154,9 +154,9 @@ class OursRunner:
   name = "bert_tf"
 
   def __init__(self, args, precision):
-    from bert_tf import training
+    from bert_tf.pretraining import training
     from bert_tf.modeling import BertPretrainer
-    from bert_tf.optimization import create_optimizer
+    from bert_tf.pretraining.optimization import create_optimizer
     self.args = args
     strategy = training.create_strategy("one_device")
     with strategy.scope():
@@ -274,7 +274,7 @@ def alternating_medians(runners, warmup, repeats, rate_of):
 
 def measure(args, precision):
   import keras
-  from bert_tf import training
+  from bert_tf.pretraining import training
   training.set_precision_policy(precision)
   runners = [OursRunner(args, precision)]
   if not args.skip_keras_hub:

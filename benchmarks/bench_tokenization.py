@@ -69,7 +69,7 @@ def main(argv):
   tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
   tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
   import tensorflow_text as tf_text
-  from bert_tf import tokenization
+  from bert_tf.text import tokenization
 
   with open(FLAGS.corpus, encoding="utf-8") as f:
     lines = f.read().split("\n")
@@ -86,7 +86,7 @@ def main(argv):
   tok, build_wall, build_cpu = _timed(build)
   ours, wall, cpu = _timed(lambda: tok.tokenize_batch_ids(lines))
   rows.append(("ours_batch", n, wall, cpu))
-  from bert_tf import word_cache_tokenizer
+  from bert_tf.text import word_cache_tokenizer
   cached_ids, wall, cpu = _timed(lambda: word_cache_tokenizer.CachedFullTokenizer(
       FLAGS.vocab_file, FLAGS.do_lower_case).tokenize_batch_ids(lines))
   rows.append(("ours_cached", n, wall, cpu))

@@ -4,7 +4,7 @@ import dataclasses
 import json
 import os
 
-from bert_tf import io_utils
+from bert_tf.utils import io_utils
 from bert_tf.errors import UsageError
 
 _ACTIVATIONS = ("gelu", "gelu_exact", "relu", "tanh", "linear")
@@ -110,7 +110,7 @@ class BertConfig:
     return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
   def to_json_file(self, path):
-    from bert_tf.io_utils import atomic_write_text
+    from bert_tf.utils.io_utils import atomic_write_text
     atomic_write_text(path, self.to_json_string())
 
 

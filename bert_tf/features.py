@@ -19,7 +19,7 @@ vocab hash and the number of instances; readers use it to check compatibility.
 import json
 import os
 
-from bert_tf import io_utils
+from bert_tf.utils import io_utils
 
 PRETRAINING_INT_FEATURES = ("input_ids", "input_mask", "segment_ids")
 PRETRAINING_PREDICTION_FEATURES = ("masked_lm_positions", "masked_lm_ids")
@@ -93,7 +93,7 @@ def is_manifest(path):
 
 def write_manifest(tfrecord_path, manifest):
   """Writes the manifest of `tfrecord_path` atomically (sorted keys, stable bytes)."""
-  from bert_tf.io_utils import atomic_write_text
+  from bert_tf.utils.io_utils import atomic_write_text
   atomic_write_text(manifest_path(tfrecord_path), json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from bert_tf import beam_pipeline
-from bert_tf import pretraining_job
-from bert_tf import pretraining_records
+from bert_tf.pretraining_data import beam as beam_pipeline
+from bert_tf.pretraining_data import job as pretraining_job
+from bert_tf.pretraining_data import records as pretraining_records
 from bert_tf.errors import UsageError
 
 VOCAB = "vocab/bert-base-uncased-vocab.txt"

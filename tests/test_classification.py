@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bert_tf import classification as cls
+from bert_tf.finetuning import classification as cls
 
 
 def _original_truncate(tokens_a, tokens_b, max_length):
@@ -124,12 +124,12 @@ def _original_features(tokenizer, tokens_a, tokens_b, max_seq_length):
 
 @pytest.fixture(scope="module")
 def full_tokenizer():
-  from bert_tf.tokenization import FullTokenizer
+  from bert_tf.text.tokenization import FullTokenizer
   return FullTokenizer(VOCAB, do_lower_case=True)
 
 
 def test_dataset_features_match_the_original_conversion(data_dir, full_tokenizer):
-  from bert_tf.classifier_data import InputExample
+  from bert_tf.finetuning.classifier_data import InputExample
   rows = [line.rstrip("\n").split("\t") for line in
           open(os.path.join(data_dir, "sentiment", "dev.tsv"), encoding="utf-8")][1:41]
   examples = [InputExample(f"dev-{i}", rows[i][0], rows[i + 1][0] if i % 3 else None, rows[i][1])
@@ -184,7 +184,7 @@ def pair_run(tmp_path_factory):
   exports. Tiny learning rate: the encoder weights stay within 1e-4 of the checkpoint."""
   import csv
 
-  from bert_tf.classification import RunOptions, run_classifier
+  from bert_tf.finetuning.classification import RunOptions, run_classifier
   data = os.path.join(os.path.dirname(VOCAB), "..")
   root = tmp_path_factory.mktemp("pair_run")
   rows = _sentiment_rows(data, "train", 120)
@@ -210,7 +210,7 @@ def pair_run(tmp_path_factory):
 
 def test_pair_run_writes_results_labels_and_checkpoints(pair_run):
   root, opts, results, splits = pair_run
-  from bert_tf.classifier_data import load_labels
+  from bert_tf.finetuning.classifier_data import load_labels
   written = cls.read_eval_results(os.path.join(opts.output_dir, "eval_results.txt"))
   assert set(written) == {"eval_accuracy", "eval_loss", "global_step", "loss"}
   assert written["global_step"] == 64 // 8 and written == pytest.approx(results)
@@ -271,7 +271,7 @@ def test_export_in_a_fresh_process_matches_the_in_process_model(pair_run):
 def test_a_second_run_resumes_from_the_output_dir(pair_run, caplog):
   import dataclasses
   import logging
-  from bert_tf.classification import run_classifier
+  from bert_tf.finetuning.classification import run_classifier
   _, opts, _, _ = pair_run
   caplog.set_level(logging.INFO, logger="absl")
   more = dataclasses.replace(opts, num_train_epochs=2.0, do_eval=False, do_predict=False,
@@ -349,7 +349,7 @@ def test_run_options_errors_name_the_flag(tmp_path, data_dir):
   import json
   import re
 
-  from bert_tf.classification import RunOptions, run_classifier
+  from bert_tf.finetuning.classification import RunOptions, run_classifier
   from bert_tf.errors import UsageError
   (tmp_path / "bert_config.json").write_text(json.dumps(TINY_CONFIG))
   base = RunOptions(task_name="sst-2", data_dir=os.path.join(data_dir, "sentiment"),

@@ -11,7 +11,7 @@ from conftest import REPO_ROOT
 def test_quick_demo_runs_every_stage_and_summarises(tmp_path):
   out = tmp_path / "demo"
   proc = subprocess.run(
-      [sys.executable, "-m", "bert_tf.demo", "--quick", f"--demo_output_dir={out}"],
+      [sys.executable, "-m", "bert_tf.cli.demo", "--quick", f"--demo_output_dir={out}"],
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   assert "bert_tf demo summary" in proc.stdout
@@ -34,7 +34,7 @@ def test_quick_demo_runs_every_stage_and_summarises(tmp_path):
 
 
 def test_demo_rejects_stray_arguments(tmp_path):
-  proc = subprocess.run([sys.executable, "-m", "bert_tf.demo", "stray", f"--demo_output_dir={tmp_path}"],
+  proc = subprocess.run([sys.executable, "-m", "bert_tf.cli.demo", "stray", f"--demo_output_dir={tmp_path}"],
                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1].startswith("error: unexpected arguments")

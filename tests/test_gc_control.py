@@ -1,7 +1,7 @@
 import gc
 
-from bert_tf import gc_control
-from bert_tf import pretraining_data
+from bert_tf.utils import gc_control
+from bert_tf.pretraining_data import instances
 
 
 def test_paused_restores_the_collector_state_even_on_error():
@@ -42,7 +42,7 @@ def test_frozen_freezes_then_unfreezes_and_leaves_other_freezes_alone():
 
 def test_splitting_documents_leaves_the_collector_on():
   seen = []
-  documents = pretraining_data.split_documents(
+  documents = instances.split_documents(
       ["a b", "", "c"], lambda lines: seen.append(gc.isenabled()) or [[1, 2]] * len(lines))
   assert seen == [False] and gc.isenabled()
   assert documents.num_documents == 2

@@ -3,7 +3,7 @@
 import pytest
 import tensorflow as tf
 
-from bert_tf import input_pipeline
+from bert_tf.pretraining import input_pipeline
 from bert_tf.errors import UsageError
 from tests import pretraining_testdata as td
 

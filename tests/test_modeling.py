@@ -325,8 +325,8 @@ def test_skipping_padding_gives_the_padded_results_at_real_tokens():
 
 
 def test_pretraining_step_skips_padding_except_under_xla():
-  from bert_tf import training
-  from bert_tf.optimization import create_optimizer
+  from bert_tf.pretraining import training
+  from bert_tf.pretraining.optimization import create_optimizer
   strategy = training.create_strategy("one_device")
   for jit_compile, expected in ((False, True), (True, False)):
     with strategy.scope():

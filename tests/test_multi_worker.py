@@ -22,7 +22,8 @@ import json, sys
 import numpy as np
 import tensorflow as tf
 tf.config.threading.set_intra_op_parallelism_threads(1)
-from bert_tf import input_pipeline, training
+from bert_tf.pretraining import input_pipeline
+from bert_tf.pretraining import training
 from bert_tf.cli import run_pretraining
 
 dump, seen = sys.argv[1], {"files": []}

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from bert_tf import optimization
+from bert_tf.pretraining import optimization
 from bert_tf.errors import UsageError
 
 

@@ -11,13 +11,13 @@ import sys
 import numpy as np
 import pytest
 
-from bert_tf import corpus_shards
+from bert_tf.pretraining_data import shards as corpus_shards
 from bert_tf import features
-from bert_tf import instance_kernels
-from bert_tf import pretraining_data
-from bert_tf import pretraining_job
-from bert_tf import pretraining_records
-from bert_tf import pyrandom
+from bert_tf.pretraining_data import instance_kernels
+from bert_tf.pretraining_data import instances as pretraining_data
+from bert_tf.pretraining_data import job as pretraining_job
+from bert_tf.pretraining_data import records as pretraining_records
+from bert_tf.pretraining_data import pyrandom
 from bert_tf.errors import UsageError
 
 VOCAB = "vocab/bert-base-uncased-vocab.txt"
@@ -397,7 +397,7 @@ def test_free_workers_take_the_next_shard_and_the_output_keeps_shard_order(data_
   flags = dict(dupe_factor=1, max_seq_length=64, max_predictions_per_seq=10, shard_size_mb=0.02)
   code = (
       "import os, time\n"
-      "from bert_tf import pretraining_job\n"
+      "from bert_tf.pretraining_data import job as pretraining_job\n"
       "process = pretraining_job._ShardBuilder.process\n"
       "def slow_first(self, shard, *args):\n"
       "  if shard.index == 0:\n"
@@ -435,7 +435,10 @@ def _run_startup_helpers(data_dir, repo_root, body):
   code = f"""
 import json, os, queue, time
 import numpy as np
-from bert_tf import corpus_shards, pretraining_data, pretraining_job, word_cache_tokenizer
+from bert_tf.pretraining_data import shards as corpus_shards
+from bert_tf.pretraining_data import instances as pretraining_data
+from bert_tf.pretraining_data import job as pretraining_job
+from bert_tf.text import word_cache_tokenizer
 corpus, vocab = {os.path.join(data_dir, "corpus", "mobydick_12ch.txt")!r}, {os.path.join(data_dir, VOCAB)!r}
 os.cpu_count = lambda: 4
 shards = list(corpus_shards.iter_text_shards([corpus], 20000))
@@ -553,7 +556,7 @@ def test_workers_exit_when_the_main_process_is_killed(data_dir, tmp_path, repo_r
   corpus = os.path.join(data_dir, "corpus", "mobydick.txt")
   code = (
       "import multiprocessing, os, signal, sys\n"
-      "from bert_tf import pretraining_job\n"
+      "from bert_tf.pretraining_data import job as pretraining_job\n"
       "def die(*args, **kwargs):\n"
       "  print(' '.join(str(p.pid) for p in multiprocessing.active_children()), flush=True)\n"
       "  os.kill(os.getpid(), signal.SIGKILL)\n"

@@ -9,7 +9,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from bert_tf import tokenization
+from bert_tf.text import tokenization
 from bert_tf.errors import UsageError
 
 VOCAB = "vocab/bert-base-uncased-vocab.txt"

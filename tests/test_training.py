@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bert_tf import training
+from bert_tf.pretraining import training
 from tests import pretraining_testdata as td
 
 
@@ -177,7 +177,7 @@ def test_step_clips_the_global_norm_after_the_replica_sum(tmp_path, records):
   model_dir = tmp_path / "clip"
   strategy = training.create_strategy("one_device")
   params = _params(model_dir, records[0])
-  from bert_tf import input_pipeline
+  from bert_tf.pretraining import input_pipeline
   from bert_tf.modeling import BertPretrainer
   with strategy.scope():
     model = BertPretrainer(params.bert_config)

@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from bert_tf import tokenization, vocab
+from bert_tf.text import tokenization
+
+from bert_tf.text import vocab
 from bert_tf.errors import UsageError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -129,7 +131,7 @@ def test_bad_input_is_a_usage_error(tmp_path, small_corpus):
 
 def test_cli_reports_bad_flag_on_one_line(tmp_path):
   out = tmp_path / "vocab.txt"
-  cmd = [sys.executable, "-m", "bert_tf.vocab", f"--input_file={tmp_path}/nothing*.txt",
+  cmd = [sys.executable, "-m", "bert_tf.text.vocab", f"--input_file={tmp_path}/nothing*.txt",
          f"--output_file={out}"]
   proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
   assert proc.returncode == 2

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from bert_tf import tokenization
-from bert_tf import word_cache_tokenizer
+from bert_tf.text import tokenization
+from bert_tf.text import word_cache_tokenizer
 from bert_tf.errors import UsageError
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
@@ -108,7 +108,7 @@ def test_create_pretraining_data_never_imports_tensorflow(tmp_path):
   outs = [tmp_path / "one.tfrecord", tmp_path / "forked.tfrecord"]
   code = (
       "import sys\n"
-      "from bert_tf import pretraining_job\n"
+      "from bert_tf.pretraining_data import job as pretraining_job\n"
       f"for out, workers in (({str(outs[0])!r}, 1), ({str(outs[1])!r}, 2)):\n"
       f"  pretraining_job.create_pretraining_data(input_file={corpus!r}, output_file=out, "
       f"vocab_file={VOCAB!r}, dupe_factor=1, num_workers=workers, shard_size_mb=0.02, gzip=True)\n"

@@ -1,7 +1,7 @@
 """Runtime flags shared by the training commands (run_pretraining, run_classifier).
 
 Only flag definitions live here; the logic that turns them into a `tf.distribute.Strategy` and a
-Keras dtype policy is in `bert_tf.training` (`strategy_from_flags`, `set_precision_policy`).
+Keras dtype policy is in `bert_tf.pretraining.training` (`strategy_from_flags`, `set_precision_policy`).
 """
 
 from absl import flags

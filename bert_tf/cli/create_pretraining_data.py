@@ -72,7 +72,7 @@ def _job_runner(argv):
     return None
   import shlex
   try:
-    from bert_tf import beam_pipeline
+    from bert_tf.pretraining_data import beam as beam_pipeline
     import apache_beam  # noqa: F401
   except ImportError:
     raise errors.UsageError("--runner=beam needs Apache Beam: pip install 'bert_tf[beam]'") from None
@@ -82,8 +82,8 @@ def _job_runner(argv):
 def main(argv):
   job_runner = _job_runner(argv)
   logging.set_verbosity(logging.INFO)
-  from bert_tf import pretraining_job
-  pretraining_job.create_pretraining_data(
+  from bert_tf.pretraining_data import job
+  job.create_pretraining_data(
       input_file=FLAGS.input_file, output_file=FLAGS.output_file, vocab_file=FLAGS.vocab_file,
       do_lower_case=FLAGS.do_lower_case, do_whole_word_mask=FLAGS.do_whole_word_mask,
       max_seq_length=FLAGS.max_seq_length, max_predictions_per_seq=FLAGS.max_predictions_per_seq,

@@ -53,7 +53,7 @@ def define_flags():
 
 def params_from_flags():
   """`PretrainingParams` from the parsed flags (raises UsageError for bad values)."""
-  from bert_tf import training
+  from bert_tf.pretraining import training
   from bert_tf.configs import BertConfig
   if not FLAGS.bert_config_file:
     raise errors.UsageError("--bert_config_file is required")
@@ -76,7 +76,7 @@ def params_from_flags():
 
 
 def main(argv):
-  from bert_tf import training
+  from bert_tf.pretraining import training
   if len(argv) > 1:
     raise errors.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.INFO)

@@ -12,13 +12,13 @@ hit. The result is the original's, token for token:
     can be cached. `str.lower`'s one context rule (final sigma) only looks inside the word.
   * Clean-up and CJK spacing are per character: pure-ASCII lines need only the rare control
     character removed; other lines go through `str.translate` with a table filled on demand from
-    the same per-character rules as `bert_tf.unicode_tables`.
+    the same per-character rules as `bert_tf.text.unicode_tables`.
   * A cache miss runs the original algorithm on the word: `str.lower`, NFD without category Mn,
     a token per punctuation character, then greedy longest-match-first WordPiece (`##`
     continuations; words over 200 characters or with an unmatched rest become `[UNK]`).
 
 The cache holds at most `max_cached_words` words and starts over when full, so memory stays
-bounded on any corpus. `bert_tf.tokenization.FullTokenizer` (TensorFlow) gives the same ids and is
+bounded on any corpus. `bert_tf.text.tokenization.FullTokenizer` (TensorFlow) gives the same ids and is
 what graphs and SavedModels use.
 """
 
@@ -26,9 +26,9 @@ import itertools
 import re
 import unicodedata
 
-from bert_tf import gc_control
-from bert_tf import unicode_tables as ut
-from bert_tf import vocab_file as vf
+from bert_tf.utils import gc_control
+from bert_tf.text import unicode_tables as ut
+from bert_tf.text import vocab_file as vf
 from bert_tf.errors import UsageError
 
 MAX_INPUT_CHARS_PER_WORD = 200

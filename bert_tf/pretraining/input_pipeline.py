@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from bert_tf import features as features_lib
 from bert_tf.errors import UsageError
-from bert_tf.io_utils import expand_input_patterns
+from bert_tf.utils.io_utils import expand_input_patterns
 
 _EPOCH_SEED_STRIDE = 1000003  # distinct seeds per epoch (a prime, so epochs never collide early)
 

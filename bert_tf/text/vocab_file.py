@@ -1,7 +1,7 @@
 """Vocab files, conversions and casing checks of google-research/bert's tokenization module.
 
 Plain Python (no TensorFlow import), so that offline jobs such as create_pretraining_data start
-fast; `bert_tf.tokenization` re-exports every name here under the original's names.
+fast; `bert_tf.text.tokenization` re-exports every name here under the original's names.
 """
 
 import collections
@@ -10,7 +10,7 @@ import sys
 
 from absl import logging
 
-from bert_tf import io_utils
+from bert_tf.utils import io_utils
 from bert_tf.errors import UsageError
 
 UNK_TOKEN = "[UNK]"

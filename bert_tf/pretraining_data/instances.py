@@ -27,7 +27,7 @@ import itertools
 
 import numpy as np
 
-from bert_tf import gc_control
+from bert_tf.utils import gc_control
 from bert_tf.errors import UsageError
 
 
@@ -195,14 +195,14 @@ class ShardInstances:
 
     `buffer` is uint8 bytes of consecutive framed records, `ends[k]` the end offset of record k.
     """
-    from bert_tf import pretraining_records
+    from bert_tf.pretraining_data import records as pretraining_records
     for begin in range(0, len(self), chunk_size):
       end = min(begin + chunk_size, len(self))
       yield pretraining_records.serialize_instances(self, begin, end, framed=True)
 
   def serialized_examples(self, chunk_size=8192):
     """Yields the serialized `tf.train.Example` bytes of every instance, in order."""
-    from bert_tf import pretraining_records
+    from bert_tf.pretraining_data import records as pretraining_records
     for begin in range(0, len(self), chunk_size):
       end = min(begin + chunk_size, len(self))
       buffer, ends = pretraining_records.serialize_instances(self, begin, end, framed=False)
@@ -214,7 +214,7 @@ class ShardInstances:
 
   def padded_arrays(self):
     """The instances as padded feature arrays (the record contents), for tests and inspection."""
-    from bert_tf import pretraining_records
+    from bert_tf.pretraining_data import records as pretraining_records
     return pretraining_records.instances_to_arrays(self)
 
 
@@ -236,7 +236,8 @@ def build_shard_instances(lines, shard_index, options, tokenize_batch_ids, table
 
 def create_instances(documents, shard_index, options, tables):
   """Builds and shuffles the instances of tokenized documents (see `build_shard_instances`)."""
-  from bert_tf import instance_kernels, pyrandom  # numba: loaded on first use (see instance_kernels)
+  from bert_tf.pretraining_data import instance_kernels
+  from bert_tf.pretraining_data import pyrandom  # numba: loaded on first use (see instance_kernels)
   state = pyrandom.state_from_seed(shard_seed(options.random_seed, shard_index))
   arrays = instance_kernels.create_instances(
       documents.tokens, documents.sentence_starts, documents.document_starts, state,

@@ -1,6 +1,6 @@
 """The main job in one command: the whole pipeline on the bundled data, then a summary.
 
-`make demo` (or `python -m bert_tf.demo`) runs, each stage as the command a user would type:
+`make demo` (or `python -m bert_tf.cli.demo`) runs, each stage as the command a user would type:
 
   1. the vocab: the bundled BERT-Base uncased `vocab.txt` (or `--build_vocab` learns one);
   2. `create_pretraining_data.py` on the bundled corpus (all cores);
@@ -25,11 +25,11 @@ import time
 from absl import flags
 
 from bert_tf import errors
-from bert_tf.io_utils import read_eval_results
+from bert_tf.utils.io_utils import read_eval_results
 
 FLAGS = flags.FLAGS
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # A small BERT that learns something in minutes on two CPU cores.
 DEMO_BERT_CONFIG = {
@@ -137,7 +137,7 @@ def majority_baseline(data_dir):
   """(most frequent training label, dev accuracy of always predicting it), read with the same
   SST-2 processor run_classifier.py uses."""
   import numpy as np
-  from bert_tf import classifier_data
+  from bert_tf.finetuning import classifier_data
   processor = classifier_data.get_processor("sst-2")
   train = processor.examples(data_dir, "train")
   dev = processor.examples(data_dir, "dev")
@@ -158,7 +158,7 @@ def run_demo():
   # 1. Vocab.
   if FLAGS.build_vocab:
     vocab = demo.path("vocab.txt")
-    demo.run_stage("build_vocab", "bert_tf.vocab", [
+    demo.run_stage("build_vocab", "bert_tf.text.vocab", [
         f"--input_file={corpus}", f"--output_file={vocab}", f"--vocab_size={FLAGS.vocab_size}",
         "--do_lower_case=true"], total)
   else:

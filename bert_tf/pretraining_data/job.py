@@ -44,10 +44,10 @@ import time
 
 from absl import logging
 
-from bert_tf import corpus_shards
-from bert_tf import gc_control
-from bert_tf import io_utils
-from bert_tf import pretraining_data
+from bert_tf.pretraining_data import shards as corpus_shards
+from bert_tf.utils import gc_control
+from bert_tf.utils import io_utils
+from bert_tf.pretraining_data import instances as pretraining_data
 from bert_tf.errors import UsageError
 
 TOOL_NAME = "bert_tf.create_pretraining_data"
@@ -153,7 +153,7 @@ class _ShardBuilder:
     yield ("done", stats)
 
 
-# The per-shard step under a public name, for other runners of the job (bert_tf.beam_pipeline).
+# The per-shard step under a public name, for other runners of the job (bert_tf.pretraining_data.beam).
 ShardProcessor = _ShardBuilder
 
 
@@ -169,7 +169,7 @@ def _tokenizer(vocab_file, do_lower_case):
 
   The plain-Python tokenizer gives the same ids as `tokenization.FullTokenizer` without importing
   TensorFlow, which would cost each process seconds of start-up."""
-  from bert_tf import word_cache_tokenizer
+  from bert_tf.text import word_cache_tokenizer
   return word_cache_tokenizer.CachedFullTokenizer(vocab_file, do_lower_case=do_lower_case)
 
 
@@ -187,7 +187,7 @@ def _worker_main(worker, builder, builder_args, records_per_chunk, num_outputs, 
   `builder` is the parent's `_ShardBuilder` when the worker was forked from it, else None and the
   worker builds its own from `builder_args`.
   """
-  from bert_tf import pretraining_records
+  from bert_tf.pretraining_data import records as pretraining_records
   global _MAIN_PID
   _MAIN_PID = os.getppid()
   _die_with_main_process()
@@ -780,7 +780,9 @@ def create_pretraining_data(input_file, output_file, vocab_file, do_lower_case=T
   """
   import contextlib
 
-  from bert_tf import __version__, features, pretraining_records
+  from bert_tf import __version__, features
+
+  from bert_tf.pretraining_data import records as pretraining_records
 
   settings = dict(input_file=input_file, output_file=output_file, vocab_file=vocab_file,
                   do_lower_case=bool(do_lower_case), do_whole_word_mask=bool(do_whole_word_mask),
@@ -818,7 +820,7 @@ def create_pretraining_data(input_file, output_file, vocab_file, do_lower_case=T
 
   with contextlib.ExitStack() as stack:
     temps = [stack.enter_context(io_utils.atomic_output(path)) for path in outputs]
-    if job_runner is not None:  # e.g. bert_tf.beam_pipeline.BeamJobRunner: writes the temps itself
+    if job_runner is not None:  # e.g. bert_tf.pretraining_data.beam.BeamJobRunner: writes the temps itself
       summary = job_runner(config, temps)
     else:
       writer = pretraining_records.RecordWriter(temps, compress=config.compress)

@@ -2,7 +2,7 @@
 
 A *processor* knows, for one task, which files hold the train / dev / test splits, which columns
 hold the texts and the label, and what the labels are. Every split is read into `InputExample`s;
-tokenization happens later, in `tf.data` (see `bert_tf.classification`).
+tokenization happens later, in `tf.data` (see `bert_tf.finetuning.classification`).
 
 File names and columns follow google-research/bert's `run_classifier.py` for CoLA, MNLI, MRPC and
 XNLI, and the GLUE distribution for the other tasks. Columns are looked up by their header name
@@ -29,7 +29,7 @@ import numpy as np
 from absl import logging
 
 from bert_tf.errors import UsageError
-from bert_tf.io_utils import open_text
+from bert_tf.utils.io_utils import open_text
 
 # ----------------------------------------------------------------------------------------------
 # Examples and file reading
@@ -587,7 +587,7 @@ LABELS_FILENAME = "labels.json"
 
 def save_labels(path, processor):
   """Writes labels.json: task name, labels in id order, regression flag, whether text_b is used."""
-  from bert_tf.io_utils import atomic_write_text
+  from bert_tf.utils.io_utils import atomic_write_text
   info = {"task_name": processor.name, "labels": processor.get_labels(),
           "is_regression": processor.is_regression, "has_text_b": processor.has_text_b}
   atomic_write_text(path, json.dumps(info, indent=2) + "\n")

@@ -19,7 +19,7 @@ import shutil
 
 import tensorflow as tf
 
-from bert_tf.io_utils import temp_path_for
+from bert_tf.utils.io_utils import temp_path_for
 
 SERVING_SIGNATURE = "serving_default"
 

@@ -3,7 +3,7 @@
     bert-build-vocab --input_file='corpus/*.txt,more.txt.gz' --output_file=vocab.txt \\
         --vocab_size=30522 --do_lower_case=True
 
-Words come from the same basic tokenization as `bert_tf.tokenization.FullTokenizer` (clean-up,
+Words come from the same basic tokenization as `bert_tf.text.tokenization.FullTokenizer` (clean-up,
 lower-casing and accent stripping when uncased, punctuation and CJK-character splitting), so the
 learned pieces fit what the tokenizer will look up. Lines are streamed in batches; words are
 counted in TensorFlow per batch and merged into one bounded table (rare words are pruned when it
@@ -24,7 +24,7 @@ import time
 
 from absl import flags, logging
 
-from bert_tf import io_utils
+from bert_tf.utils import io_utils
 from bert_tf.errors import UsageError, run_main
 
 RESERVED_AFTER_UNUSED = ("[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -40,7 +40,7 @@ def reserved_tokens(num_unused):
 def _batch_word_counter(do_lower_case):
   """A traced function: lines tf.string [batch] -> (distinct words [u], their counts [u])."""
   import tensorflow as tf
-  from bert_tf import tokenization
+  from bert_tf.text import tokenization
 
   basic = tokenization.BasicTokenizer(do_lower_case)
 
@@ -217,7 +217,7 @@ def build_vocab(input_files, output_file=None, vocab_size=30522, do_lower_case=T
 
 
 def _always_isolated(char):
-  from bert_tf import unicode_tables
+  from bert_tf.text import unicode_tables
   return unicode_tables.is_cjk(ord(char)) or unicode_tables.is_punctuation(char)
 
 

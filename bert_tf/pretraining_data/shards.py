@@ -11,7 +11,7 @@ Decoding happens later, in the worker that processes the shard (`decode_lines`).
 import dataclasses
 import os
 
-from bert_tf import io_utils
+from bert_tf.utils import io_utils
 from bert_tf.errors import UsageError
 
 

@@ -27,7 +27,7 @@ from absl import flags, logging
 
 from bert_tf.configs import BertConfig
 from bert_tf.errors import UsageError, run_main
-from bert_tf.io_utils import atomic_write_text, temp_path_for
+from bert_tf.utils.io_utils import atomic_write_text, temp_path_for
 from bert_tf.modeling import BertClassifier, BertEncoder, BertPretrainer
 from bert_tf.modeling import tf1_names
 from bert_tf.modeling.layers import skip_weight_initialization

@@ -37,9 +37,9 @@ import time
 
 from absl import logging
 
-from bert_tf import corpus_shards
-from bert_tf import pretraining_job
-from bert_tf import pretraining_records
+from bert_tf.pretraining_data import shards as corpus_shards
+from bert_tf.pretraining_data import job as pretraining_job
+from bert_tf.pretraining_data import records as pretraining_records
 
 _COPY_BLOCK_BYTES = 16 << 20
 

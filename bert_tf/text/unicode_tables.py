@@ -16,7 +16,7 @@ marks a word boundary; words are the runs between boundaries.
 
 The one context-dependent rule, `str.lower()` turning a capital sigma into a final sigma at the end
 of a word, needs the Unicode properties Cased and Case_Ignorable of the neighbouring characters;
-they are stored as flags and the rule is applied with tensor ops in `bert_tf.tokenization`.
+they are stored as flags and the rule is applied with tensor ops in `bert_tf.text.tokenization`.
 
 Known limit (lower-casing only): NFD's canonical reordering of combining marks is applied within
 each character's own decomposition, not across neighbouring characters. Marks of category Mn are

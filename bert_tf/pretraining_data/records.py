@@ -19,12 +19,12 @@ import shutil
 
 import numpy as np
 
-from bert_tf import io_utils
+from bert_tf.utils import io_utils
 
 
 def masked_crc32c(data):
   """TFRecord's masked CRC-32C of `data` (bytes), as an int."""
-  from bert_tf import record_kernels as k
+  from bert_tf.pretraining_data import record_kernels as k
   buffer = np.frombuffer(data, dtype=np.uint8)
   return int(k.masked_crc(k.CRC_TABLE, buffer, 0, len(buffer)))
 
@@ -39,7 +39,7 @@ def serialize_instances(shard, begin, end, framed=True):
   Returns:
     `(buffer, ends)`: uint8 array of the records back to back, int64 end offset of each record.
   """
-  from bert_tf import record_kernels as k  # numba: loaded on first use
+  from bert_tf.pretraining_data import record_kernels as k  # numba: loaded on first use
   s = slice(begin, end)
   return k.serialize(shard.documents.tokens, shard.a_start[s], shard.a_length[s], shard.b_start[s],
                      shard.b_length[s], shard.is_random_next[s], shard.num_masked[s],
@@ -50,7 +50,7 @@ def serialize_instances(shard, begin, end, framed=True):
 
 def instances_to_arrays(shard):
   """The feature arrays of every instance (what the records contain), as a dict of numpy arrays."""
-  from bert_tf import record_kernels as k
+  from bert_tf.pretraining_data import record_kernels as k
   count = len(shard)
   seq, pred = shard.options.max_seq_length, shard.options.max_predictions_per_seq
   out = {name: np.zeros((count, seq), np.int64) for name in ("input_ids", "input_mask", "segment_ids")}

@@ -11,7 +11,7 @@ Variable names follow the original's where one exists.
 import numba
 import numpy as np
 
-from bert_tf import pyrandom
+from bert_tf.pretraining_data import pyrandom
 
 
 @numba.njit(cache=True)

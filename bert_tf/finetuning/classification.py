@@ -21,11 +21,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from bert_tf.classifier_data import GenericProcessor, load_labels
+from bert_tf.finetuning.classifier_data import GenericProcessor, load_labels
 from bert_tf.configs import BertConfig
 from bert_tf.errors import UsageError
-from bert_tf.io_utils import atomic_output, read_eval_results, write_eval_results  # noqa: F401 (re-exported)
-from bert_tf.training import write_scalar_summary
+from bert_tf.utils.io_utils import atomic_output, read_eval_results, write_eval_results  # noqa: F401 (re-exported)
+from bert_tf.pretraining.training import write_scalar_summary
 
 # ----------------------------------------------------------------------------------------------
 # 1. Packing token ids into model inputs
@@ -110,7 +110,7 @@ class TextEncoder:
 
   Args:
     tokenizer: callable mapping tf.string [batch] to a RaggedTensor of ids [batch, (tokens)]
-      (`bert_tf.tokenization.BertTokenizerLayer`).
+      (`bert_tf.text.tokenization.BertTokenizerLayer`).
     max_seq_length: length of every packed row.
     cls_id, sep_id: ids of [CLS] and [SEP] in the tokenizer's vocabulary.
   """
@@ -149,7 +149,7 @@ class TextEncoder:
 
 def load_text_encoder(vocab_file, do_lower_case, max_seq_length):
   """A `TextEncoder` with the in-graph WordPiece tokenizer of `vocab_file` (+ `.vocab_size`)."""
-  from bert_tf.tokenization import BertTokenizerLayer, load_vocab
+  from bert_tf.text.tokenization import BertTokenizerLayer, load_vocab
   vocab = load_vocab(vocab_file)
   for token in ("[CLS]", "[SEP]"):
     if token not in vocab:
@@ -269,7 +269,7 @@ class FineTuner:
 
   Args:
     model: a `BertClassifier` built in `strategy.scope()`.
-    optimizer: from `bert_tf.optimization.create_optimizer` (wrapped in a
+    optimizer: from `bert_tf.pretraining.optimization.create_optimizer` (wrapped in a
       `keras.optimizers.LossScaleOptimizer` for float16), built in `strategy.scope()`.
     strategy: the `tf.distribute.Strategy`.
     is_regression: squared-error loss on one output instead of cross-entropy.
@@ -450,7 +450,7 @@ def evaluate(predictor, dataset, labels, metric):
   Returns:
     (metrics dict with "loss" and the metric keys, outputs).
   """
-  from bert_tf.classifier_data import compute_metrics
+  from bert_tf.finetuning.classifier_data import compute_metrics
   outputs, logits = predictor(dataset)
   is_regression = predictor.is_regression
   loss = float(np.mean(per_example_loss(tf.constant(logits), tf.constant(labels),
@@ -594,8 +594,8 @@ def _build(opts, config, num_labels, strategy, num_train_steps):
   import keras
 
   from bert_tf.modeling import BertClassifier
-  from bert_tf.optimization import create_optimizer
-  from bert_tf.training import padding_can_be_skipped
+  from bert_tf.pretraining.optimization import create_optimizer
+  from bert_tf.pretraining.training import padding_can_be_skipped
   with strategy.scope():
     model = BertClassifier(config, num_labels)
     # Fine-tuning sets are mostly padding (short sentences in --max_seq_length): the encoder's
@@ -656,9 +656,9 @@ def run_classifier(opts):
   """
   import keras
 
-  from bert_tf import classifier_data
-  from bert_tf.tokenization import validate_case_matches_checkpoint
-  from bert_tf.training import create_strategy, set_precision_policy
+  from bert_tf.finetuning import classifier_data
+  from bert_tf.text.tokenization import validate_case_matches_checkpoint
+  from bert_tf.pretraining.training import create_strategy, set_precision_policy
   _check_options(opts)
   config = _bert_config(opts)
   processor = classifier_data.get_processor(
@@ -742,7 +742,7 @@ def run_classifier(opts):
       logging.info("Wrote %d predictions to %s", len(outputs), name)
 
   if opts.export_dir:
-    from bert_tf.export import export_classifier
+    from bert_tf.finetuning.export import export_classifier
     export_classifier(opts.export_dir, model, encoder, processor.get_labels(),
                       processor.is_regression, processor.has_text_b,
                       metadata={"task_name": processor.name, "do_lower_case": opts.do_lower_case,

@@ -150,7 +150,7 @@ def create_optimizer(init_lr, num_train_steps, num_warmup_steps, optimizer_type=
     weight_decay_rate: decoupled weight decay (times the current learning rate).
     beta_1, beta_2, epsilon: Adam/LAMB moment parameters (the original's 0.9, 0.999, 1e-6).
     clip_norm: global-norm clipping of all gradients together; None disables it. The custom
-      training loop in `bert_tf.training` clips after the cross-replica reduction itself, reading
+      training loop in `bert_tf.pretraining.training` clips after the cross-replica reduction itself, reading
       this value from `optimizer.global_clipnorm`.
     exclude_from_weight_decay: regexes matched against variable paths that are never decayed.
 

@@ -18,7 +18,7 @@ import tensorflow as tf
 from absl import logging
 
 from bert_tf.errors import UsageError
-from bert_tf.io_utils import atomic_write_text, write_eval_results
+from bert_tf.utils.io_utils import atomic_write_text, write_eval_results
 
 
 # ----------------------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ class PretrainingTask:
 
   Args:
     model: a `BertPretrainer` built under `strategy.scope()`.
-    optimizer: from `bert_tf.optimization.create_optimizer`. Its `global_clipnorm` is taken over
+    optimizer: from `bert_tf.pretraining.optimization.create_optimizer`. Its `global_clipnorm` is taken over
       by the step (clipping after the cross-replica sum, not per replica).
     strategy: the `tf.distribute.Strategy`.
     accumulation_steps: micro-batches per optimizer step; each replica's input batch holds them stacked.
@@ -493,7 +493,7 @@ def build_pretraining(params, strategy):
   import keras
   from bert_tf.modeling import BertPretrainer
   keras.utils.set_random_seed(params.seed)
-  from bert_tf.optimization import create_optimizer
+  from bert_tf.pretraining.optimization import create_optimizer
   with strategy.scope():
     model = BertPretrainer(params.bert_config)
     optimizer = create_optimizer(params.learning_rate, params.num_train_steps, params.num_warmup_steps,
@@ -528,7 +528,7 @@ def run_pretraining(params, strategy):
   Raises:
     UsageError for bad inputs; TrainingDivergedError when the loss becomes NaN/Inf.
   """
-  from bert_tf import input_pipeline
+  from bert_tf.pretraining import input_pipeline
   _check_params(params)
   seq, preds = params.max_seq_length, params.max_predictions_per_seq
   train_files = eval_files = None
@@ -574,7 +574,7 @@ def run_pretraining(params, strategy):
 
 def _train(task, keeper, params, strategy, files):
   """The training loop proper: steps_per_loop steps per call, logs, checkpoints, NaN guard."""
-  from bert_tf import input_pipeline
+  from bert_tf.pretraining import input_pipeline
   step = int(task.global_step.numpy())
   total_steps = params.num_train_steps
   if step >= total_steps:

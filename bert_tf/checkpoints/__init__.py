@@ -1,0 +1,14 @@
+"""Checkpoints in and out of the Keras BERT: bert_tf's own (TF2), original TF1 ones, exports.
+
+`core` reads and writes them; this package re-exports its public functions so that the import path
+users already have keeps working:
+
+    from bert_tf.checkpoints import load_google_checkpoint, init_from_checkpoint
+
+May import: bert_tf.configs, bert_tf.errors, bert_tf.utils, bert_tf.modeling, bert_tf.text.
+"""
+
+from bert_tf.checkpoints.core import (  # noqa: F401 (re-exported)
+    TF1_CHECKPOINT_NAME, define_flags, export_tf1, export_tf1_checkpoint, import_tf1,
+    init_from_checkpoint, is_tf1_checkpoint, load_google_checkpoint, main, resolve_checkpoint, run,
+    save_bert_tf_checkpoint)
