@@ -1,4 +1,5 @@
-"""`BertConfig`: the eleven fields of google-research/bert's `bert_config.json`, read, validated, written."""
+"""`BertConfig`: the eleven fields of google-research/bert's `bert_config.json` (plus an optional
+`layer_norm_eps`), read, validated, written."""
 
 import dataclasses
 import json
@@ -8,6 +9,7 @@ from bert_tf.utils import io_utils
 from bert_tf.errors import UsageError
 
 _ACTIVATIONS = ("gelu", "gelu_exact", "relu", "tanh", "linear")
+DEFAULT_LAYER_NORM_EPS = 1e-12
 
 
 @dataclasses.dataclass
@@ -26,6 +28,8 @@ class BertConfig:
     max_position_embeddings: longest sequence the position table supports.
     type_vocab_size: number of segment ids (2 for sentence pairs).
     initializer_range: stddev of the truncated-normal weight initialiser.
+    layer_norm_eps: epsilon of every LayerNorm; 1e-12 as in the original (which has no such field).
+      Written to `bert_config.json` only when it differs, so the file stays the original's.
 
   Example:
     >>> cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
@@ -45,6 +49,7 @@ class BertConfig:
   max_position_embeddings: int = 512
   type_vocab_size: int = 16
   initializer_range: float = 0.02
+  layer_norm_eps: float = DEFAULT_LAYER_NORM_EPS
 
   def __post_init__(self):
     self.validate()
@@ -66,6 +71,9 @@ class BertConfig:
         raise UsageError(f"{source}: {name} must be in [0, 1), got {value!r}")
     if not isinstance(self.initializer_range, (int, float)) or self.initializer_range <= 0:
       raise UsageError(f"{source}: initializer_range must be positive, got {self.initializer_range!r}")
+    eps = self.layer_norm_eps
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+      raise UsageError(f"{source}: layer_norm_eps must be in (0, 1), got {eps!r}")
     if self.hidden_act not in _ACTIVATIONS:
       raise UsageError(f"{source}: hidden_act {self.hidden_act!r} is not one of {', '.join(_ACTIVATIONS)}")
 
@@ -104,7 +112,10 @@ class BertConfig:
     return cls.from_dict(values, source=path)
 
   def to_dict(self):
-    return dataclasses.asdict(self)
+    values = dataclasses.asdict(self)
+    if values["layer_norm_eps"] == DEFAULT_LAYER_NORM_EPS:
+      del values["layer_norm_eps"]  # the original's eleven fields
+    return values
 
   def to_json_string(self):
     return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"

@@ -20,10 +20,11 @@ class BertEmbeddings(keras.layers.Layer):
     max_position_embeddings: rows of the position table (longest supported sequence).
     dropout_rate: dropout applied after the LayerNorm.
     initializer_range: stddev of the truncated-normal initialiser.
+    layer_norm_eps: epsilon of the LayerNorm.
   """
 
   def __init__(self, vocab_size, hidden_size, type_vocab_size, max_position_embeddings,
-               dropout_rate=0.1, initializer_range=0.02, **kwargs):
+               dropout_rate=0.1, initializer_range=0.02, layer_norm_eps=1e-12, **kwargs):
     super().__init__(**kwargs)
     self.vocab_size = vocab_size
     self.hidden_size = hidden_size
@@ -31,7 +32,8 @@ class BertEmbeddings(keras.layers.Layer):
     self.max_position_embeddings = max_position_embeddings
     self.dropout_rate = dropout_rate
     self.initializer_range = initializer_range
-    self.layer_norm = LayerNorm(name="LayerNorm")
+    self.layer_norm_eps = layer_norm_eps
+    self.layer_norm = LayerNorm(epsilon=layer_norm_eps, name="LayerNorm")
     self.dropout = keras.layers.Dropout(dropout_rate, name="dropout")
 
   def build(self, input_shape=None):
@@ -70,5 +72,6 @@ class BertEmbeddings(keras.layers.Layer):
     config.update(vocab_size=self.vocab_size, hidden_size=self.hidden_size,
                   type_vocab_size=self.type_vocab_size,
                   max_position_embeddings=self.max_position_embeddings,
-                  dropout_rate=self.dropout_rate, initializer_range=self.initializer_range)
+                  dropout_rate=self.dropout_rate, initializer_range=self.initializer_range,
+                  layer_norm_eps=self.layer_norm_eps)
     return config

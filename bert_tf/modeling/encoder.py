@@ -64,7 +64,7 @@ class BertEncoder(keras.Model):
         type_vocab_size=config.type_vocab_size,
         max_position_embeddings=config.max_position_embeddings,
         dropout_rate=config.hidden_dropout_prob, initializer_range=config.initializer_range,
-        name="embeddings")
+        layer_norm_eps=config.layer_norm_eps, name="embeddings")
     # One attribute per block (layer_0, layer_1, ...): Keras lists are not tracked by
     # tf.train.Checkpoint, attributes are, and the names mirror the original's.
     for i in range(config.num_hidden_layers):
@@ -73,7 +73,8 @@ class BertEncoder(keras.Model):
           intermediate_size=config.intermediate_size, activation=config.hidden_act,
           hidden_dropout_rate=config.hidden_dropout_prob,
           attention_dropout_rate=config.attention_probs_dropout_prob,
-          initializer_range=config.initializer_range, name=f"layer_{i}"))
+          initializer_range=config.initializer_range, layer_norm_eps=config.layer_norm_eps,
+          name=f"layer_{i}"))
     self.pooler = Dense(config.hidden_size, activation="tanh",
                         initializer_range=config.initializer_range, name="pooler")
     self.build()

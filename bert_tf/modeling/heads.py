@@ -30,17 +30,20 @@ class MaskedLMHead(keras.layers.Layer):
     vocab_size: number of output classes (rows of the word table).
     activation: transform activation name (the config's `hidden_act`).
     initializer_range: stddev of the truncated-normal initialiser.
+    layer_norm_eps: epsilon of the transform's LayerNorm.
   """
 
-  def __init__(self, hidden_size, vocab_size, activation="gelu", initializer_range=0.02, **kwargs):
+  def __init__(self, hidden_size, vocab_size, activation="gelu", initializer_range=0.02,
+               layer_norm_eps=1e-12, **kwargs):
     super().__init__(**kwargs)
     self.hidden_size = hidden_size
     self.vocab_size = vocab_size
     self.activation = activation
     self.initializer_range = initializer_range
+    self.layer_norm_eps = layer_norm_eps
     self.transform = Dense(hidden_size, activation=activation,
                            initializer_range=initializer_range, name="transform")
-    self.layer_norm = LayerNorm(name="transform_LayerNorm")
+    self.layer_norm = LayerNorm(epsilon=layer_norm_eps, name="transform_LayerNorm")
 
   def build(self, input_shape=None):
     self.transform.build((None, self.hidden_size))
@@ -67,7 +70,8 @@ class MaskedLMHead(keras.layers.Layer):
   def get_config(self):
     config = super().get_config()
     config.update(hidden_size=self.hidden_size, vocab_size=self.vocab_size,
-                  activation=self.activation, initializer_range=self.initializer_range)
+                  activation=self.activation, initializer_range=self.initializer_range,
+                  layer_norm_eps=self.layer_norm_eps)
     return config
 
 

@@ -29,7 +29,8 @@ class BertPretrainer(keras.Model):
     self.encoder = BertEncoder(config, name="encoder")
     self.masked_lm = MaskedLMHead(config.hidden_size, config.vocab_size,
                                   activation=config.hidden_act,
-                                  initializer_range=config.initializer_range, name="masked_lm")
+                                  initializer_range=config.initializer_range,
+                                  layer_norm_eps=config.layer_norm_eps, name="masked_lm")
     self.next_sentence = NextSentenceHead(config.hidden_size,
                                           initializer_range=config.initializer_range,
                                           name="next_sentence")

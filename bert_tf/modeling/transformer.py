@@ -176,11 +176,12 @@ class TransformerBlock(keras.layers.Layer):
     hidden_dropout_rate: dropout on each sub-layer's output.
     attention_dropout_rate: dropout on attention probabilities.
     initializer_range: stddev of the truncated-normal initialiser.
+    layer_norm_eps: epsilon of both LayerNorms.
   """
 
   def __init__(self, hidden_size, num_heads, intermediate_size, activation="gelu",
                hidden_dropout_rate=0.1, attention_dropout_rate=0.1, initializer_range=0.02,
-               **kwargs):
+               layer_norm_eps=1e-12, **kwargs):
     super().__init__(**kwargs)
     self.hidden_size = hidden_size
     self.num_heads = num_heads
@@ -189,15 +190,16 @@ class TransformerBlock(keras.layers.Layer):
     self.hidden_dropout_rate = hidden_dropout_rate
     self.attention_dropout_rate = attention_dropout_rate
     self.initializer_range = initializer_range
+    self.layer_norm_eps = layer_norm_eps
     self.attention = SelfAttention(hidden_size, num_heads, attention_dropout_rate,
                                    initializer_range, name="attention")
     self.attention_dropout = keras.layers.Dropout(hidden_dropout_rate, name="attention_dropout")
-    self.attention_layer_norm = LayerNorm(name="attention_LayerNorm")
+    self.attention_layer_norm = LayerNorm(epsilon=layer_norm_eps, name="attention_LayerNorm")
     self.intermediate = Dense(intermediate_size, activation=activation,
                               initializer_range=initializer_range, name="intermediate")
     self.output_dense = Dense(hidden_size, initializer_range=initializer_range, name="output_dense")
     self.output_dropout = keras.layers.Dropout(hidden_dropout_rate, name="output_dropout")
-    self.output_layer_norm = LayerNorm(name="output_LayerNorm")
+    self.output_layer_norm = LayerNorm(epsilon=layer_norm_eps, name="output_LayerNorm")
 
   def build(self, input_shape):
     self.attention.build((None, None, self.hidden_size))
@@ -242,5 +244,5 @@ class TransformerBlock(keras.layers.Layer):
                   intermediate_size=self.intermediate_size, activation=self.activation,
                   hidden_dropout_rate=self.hidden_dropout_rate,
                   attention_dropout_rate=self.attention_dropout_rate,
-                  initializer_range=self.initializer_range)
+                  initializer_range=self.initializer_range, layer_norm_eps=self.layer_norm_eps)
     return config
