@@ -38,6 +38,7 @@ SUITE = {
     "input_pipeline": ("bench_input_pipeline.py", ["--preset=small", "--batch=32", "--steps=2",
                                                    "--repeats=3", "--warmup=1"]),
     "checkpoint_load": ("bench_checkpoint_load.py", []),
+    "hf_checkpoint_load": ("bench_hf_checkpoint_load.py", []),
     "classifier_input": ("bench_classifier_input.py", []),
     "beam_pipeline": ("bench_beam_pipeline.py", []),
 }

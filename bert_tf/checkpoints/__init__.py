@@ -1,7 +1,7 @@
 """Checkpoints in and out of the Keras BERT: bert_tf's own (TF2), original TF1 ones, exports.
 
-`core` reads and writes them; this package re-exports its public functions so that the import path
-users already have keeps working:
+`core` reads and writes them (`huggingface`: Hugging Face BERT directories); this package
+re-exports their public functions so that the import path users already have keeps working:
 
     from bert_tf.checkpoints import load_google_checkpoint, init_from_checkpoint
 
@@ -12,3 +12,6 @@ from bert_tf.checkpoints.core import (  # noqa: F401 (re-exported)
     TF1_CHECKPOINT_NAME, define_flags, export_tf1, export_tf1_checkpoint, import_tf1,
     init_from_checkpoint, is_tf1_checkpoint, load_google_checkpoint, main, resolve_checkpoint, run,
     save_bert_tf_checkpoint)
+from bert_tf.checkpoints.huggingface import (  # noqa: F401 (re-exported)
+    export_hf, import_hf, init_from_hf, is_hf_directory, load_hf_model, read_hf_config,
+    save_hf_directory)

@@ -1,10 +1,12 @@
-"""Checkpoints in and out of the Keras BERT: original TF1 checkpoints and bert_tf's own.
+"""Checkpoints in and out of the Keras BERT: original TF1 checkpoints, bert_tf's own, Hugging Face.
 
-Two formats are understood and told apart automatically:
+Three formats are understood and told apart automatically:
 - original google-research/bert (TF1, name-based): variables `bert/...`, `cls/...`, optionally Adam
   slots (`.../adam_m`, `.../adam_v`) and `global_step`, which are ignored;
 - bert_tf (TF2, object-based): `tf.train.Checkpoint(model=..., optimizer=..., global_step=...)` as
-  written by run_pretraining / run_classifier.
+  written by run_pretraining / run_classifier;
+- Hugging Face BERT directories (`config.json` + `model.safetensors` or `pytorch_model.bin`), read
+  and written by `bert_tf.checkpoints.huggingface`.
 
 Both are read with `tf.train.load_checkpoint` into a name -> variable plan that is checked as a whole
 before anything is assigned: missing, unexpected or wrongly-shaped variables make one `UsageError`
@@ -14,6 +16,8 @@ Command line:
   python -m bert_tf.checkpoints --import_tf1=bert_model.ckpt --bert_config_file=bert_config.json \\
       --output_dir=converted/
   python -m bert_tf.checkpoints --export_tf1=run/ --output_dir=exported/
+  python -m bert_tf.checkpoints --import_hf=hf_model/ --output_dir=converted/
+  python -m bert_tf.checkpoints --export_hf=run/ --vocab_file=vocab.txt --output_dir=hf_model/
 """
 
 import collections
@@ -141,6 +145,27 @@ def is_tf1_checkpoint(path):
   return _OpenCheckpoint(path).format == "tf1"
 
 
+def checkpoint_contents(path, what=None):
+  """What a TF1 or bert_tf checkpoint holds, to rebuild the model it was saved from.
+
+  Returns:
+    (prefix, "pretrainer" | "classifier" | "encoder", number of labels of a classifier or None).
+  """
+  ckpt = _OpenCheckpoint(path, what or path)
+  if ckpt.format == "tf1":
+    if any(n.startswith("cls/") for n in ckpt.shapes):
+      return ckpt.prefix, "pretrainer", None
+    if "output_weights" in ckpt.shapes:  # the original run_classifier.py's output layer
+      return ckpt.prefix, "classifier", ckpt.shapes["output_weights"][0]
+    return ckpt.prefix, "encoder", None
+  if ckpt._node(("model", "masked_lm")) is not None:
+    return ckpt.prefix, "pretrainer", None
+  kernel = ckpt.variables_under(("model", "classifier")).get("kernel")
+  if kernel is not None:
+    return ckpt.prefix, "classifier", ckpt.shapes[kernel][-1]
+  return ckpt.prefix, "encoder", None
+
+
 # ----------------------------------------------------------------------------------------------
 # Plans: checkpoint key -> (variable, transposed?), checked as a whole, then assigned.
 
@@ -209,7 +234,7 @@ def _config_notes(config, config_source, vocab_shape, num_layers):
   return notes
 
 
-def _part_of(model):
+def model_parts(model):
   """(encoder, pretrainer or None, classifier or None) of a supported model."""
   if isinstance(model, BertPretrainer):
     return model.encoder, model, None
@@ -225,7 +250,7 @@ def _part_of(model):
 # Original TF1 checkpoints.
 
 def _load_tf1(ckpt, model, config_source, require_heads):
-  encoder, pretrainer, classifier = _part_of(model)
+  encoder, pretrainer, classifier = model_parts(model)
   weights = {n: s for n, s in ckpt.shapes.items() if not tf1_names.is_optimizer_state(n)}
   plan = {n: _Target(v, False) for n, v in tf1_names.encoder_variables(encoder).items()}
   scope = {n: s for n, s in weights.items() if n.startswith("bert/")}
@@ -322,7 +347,7 @@ def _load_part(ckpt, ckpt_path, module):
 
 
 def _load_bert_tf(ckpt, model, config_source, require_heads):
-  encoder, pretrainer, classifier = _part_of(model)
+  encoder, pretrainer, classifier = model_parts(model)
   model_node = ("model",)
   # A checkpoint of a pretrainer or classifier keeps the encoder under model/encoder; one saved
   # from a bare BertEncoder has it at model/.
@@ -365,24 +390,38 @@ def _load_bert_tf(ckpt, model, config_source, require_heads):
 # ----------------------------------------------------------------------------------------------
 # Either format.
 
-def init_from_checkpoint(model, path, *, require_heads=False, config_source=None):
-  """Loads an original TF1 checkpoint or a bert_tf one (detected automatically) into `model`.
+def init_from_checkpoint(model, path, *, require_heads=False, strict=False, config_source=None):
+  """Loads an original TF1 checkpoint, a bert_tf one or a Hugging Face BERT directory (detected
+  automatically) into `model`.
 
   What applies is loaded: into a `BertPretrainer` the encoder and both pretraining heads (only the
   encoder, with a warning, if the checkpoint has no heads at all); into a `BertClassifier` the encoder,
   plus the output layer if the checkpoint has one of the same shape (a fine-tuned checkpoint of the
-  same task); into a `BertEncoder` the encoder. Optimizer state is never loaded.
+  same task); into a `BertEncoder` the encoder. Optimizer state is never loaded. A Hugging Face
+  directory may also lack the pooler or one head: those keep their fresh values, named in one
+  warning (see `huggingface.init_from_hf`).
 
   Args:
     model: a built `BertPretrainer`, `BertClassifier` or `BertEncoder`.
-    path: checkpoint prefix, one of its files, or a directory (latest checkpoint).
+    path: checkpoint prefix, one of its files, or a directory (latest checkpoint, or a Hugging Face
+      model).
     require_heads: for a pretrainer, fail instead of loading the encoder only.
+    strict: fail instead of leaving any part of the model (pooler, heads) at fresh values
+      (`--strict_checkpoint`); implies `require_heads`.
     config_source: how to name the model's config in error messages.
   Returns:
-    dict with `format` ("tf1" or "bert_tf"), `checkpoint` (the prefix) and `loaded` (part names).
+    dict with `format` ("tf1", "bert_tf" or "huggingface"), `checkpoint` (the prefix or weight
+    file) and `loaded` (part names).
   """
-  ckpt = _OpenCheckpoint(path, path)
+  from bert_tf.checkpoints import huggingface
   source = config_source or "the model's config"
+  if huggingface.is_hf_directory(path):
+    info = huggingface.init_from_hf(model, path, strict=strict, config_source=source)
+    logging.info("Loaded %s from Hugging Face checkpoint %s", ", ".join(info["loaded"]),
+                 info["checkpoint"])
+    return info
+  require_heads = require_heads or strict
+  ckpt = _OpenCheckpoint(path, path)
   if ckpt.format == "tf1":
     loaded = _load_tf1(ckpt, model, source, require_heads)
   else:
@@ -449,13 +488,22 @@ def define_flags():
                       "checkpoint (prefix, file or directory).")
   flags.DEFINE_string("export_tf1", None, "bert_tf (or TF1) checkpoint to write as an original TF1 "
                       "checkpoint (prefix, file or directory).")
+  flags.DEFINE_string("import_hf", None, "Hugging Face BERT directory (config.json, "
+                      "model.safetensors or pytorch_model.bin, vocab.txt or tokenizer.json) to "
+                      "convert into a bert_tf checkpoint.")
+  flags.DEFINE_string("export_hf", None, "bert_tf (or TF1) checkpoint to write as a Hugging Face "
+                      "directory into --output_dir (prefix, file or directory).")
   flags.DEFINE_string("bert_config_file", None, "bert_config.json of the checkpoint; default: the "
                       "bert_config.json beside it.")
-  flags.DEFINE_string("output_dir", None, "Directory to write the converted checkpoint and "
-                      "bert_config.json into.")
+  flags.DEFINE_string("vocab_file", None, "--export_hf: the model's vocab.txt; default: the "
+                      "vocab.txt beside the checkpoint.")
+  flags.DEFINE_bool("do_lower_case", True, "--export_hf: the tokenizer's casing, written to "
+                    "tokenizer_config.json.")
+  flags.DEFINE_string("output_dir", None, "Directory to write the converted checkpoint (with "
+                      "bert_config.json) or Hugging Face model into.")
 
 
-def _config_file_for(prefix, config_file, what):
+def config_file_for(prefix, config_file, what):
   if config_file:
     return config_file
   beside = os.path.join(os.path.dirname(prefix), "bert_config.json")
@@ -484,7 +532,7 @@ def import_tf1(checkpoint_path, bert_config_file, output_dir, what=None):
   if ckpt.format != "tf1":
     raise UsageError(f"{what}: is already a bert_tf checkpoint, not an original TF1 one")
   _refuse_existing(output_dir, "ckpt-*.index", "a bert_tf checkpoint")
-  config_file = _config_file_for(ckpt.prefix, bert_config_file, what)
+  config_file = config_file_for(ckpt.prefix, bert_config_file, what)
   pretrainer = _pretrainer_from_tf1(ckpt, config_file)
   return save_bert_tf_checkpoint(pretrainer, output_dir, ckpt.global_step() or 0)
 
@@ -502,7 +550,7 @@ def export_tf1(checkpoint_path, bert_config_file, output_dir, what=None):
   what = what or checkpoint_path
   ckpt = _OpenCheckpoint(checkpoint_path, what)
   _refuse_existing(output_dir, TF1_CHECKPOINT_NAME + ".index", "a TF1 checkpoint")
-  config_file = _config_file_for(ckpt.prefix, bert_config_file, what)
+  config_file = config_file_for(ckpt.prefix, bert_config_file, what)
   config = BertConfig.from_json_file(config_file)
   with skip_weight_initialization():  # every weight is overwritten below
     pretrainer = BertPretrainer(config)
@@ -513,11 +561,21 @@ def export_tf1(checkpoint_path, bert_config_file, output_dir, what=None):
 def main(argv):
   if len(argv) > 1:
     raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if bool(FLAGS.import_tf1) == bool(FLAGS.export_tf1):
-    raise UsageError("pass exactly one of --import_tf1 or --export_tf1")
+  modes = [m for m in ("import_tf1", "export_tf1", "import_hf", "export_hf") if getattr(FLAGS, m)]
+  if len(modes) != 1:
+    raise UsageError("pass exactly one of --import_tf1, --export_tf1, --import_hf or --export_hf")
   if not FLAGS.output_dir:
     raise UsageError("--output_dir is required")
-  if FLAGS.import_tf1:
+  if FLAGS.import_hf or FLAGS.export_hf:
+    from bert_tf.checkpoints import huggingface
+    if FLAGS.import_hf:
+      path = huggingface.import_hf(FLAGS.import_hf, FLAGS.output_dir,
+                                   what=f"--import_hf={FLAGS.import_hf}")
+    else:
+      path = huggingface.export_hf(FLAGS.export_hf, FLAGS.bert_config_file, FLAGS.output_dir,
+                                   vocab_file=FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case,
+                                   what=f"--export_hf={FLAGS.export_hf}")
+  elif FLAGS.import_tf1:
     path = import_tf1(FLAGS.import_tf1, FLAGS.bert_config_file, FLAGS.output_dir,
                       what=f"--import_tf1={FLAGS.import_tf1}")
   else:

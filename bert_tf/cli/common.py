@@ -40,6 +40,23 @@ def define_runtime_flags():
   flags.DEFINE_integer("keep_checkpoint_max", 5, "How many recent checkpoints to keep.")
 
 
+def define_checkpoint_flags():
+  """Defines --strict_checkpoint (idempotent), for the commands that take --init_checkpoint."""
+  if "strict_checkpoint" in flags.FLAGS:
+    return
+  flags.DEFINE_bool(
+      "strict_checkpoint", False,
+      "Fail when --init_checkpoint lacks part of the model (e.g. the pooler or a pretraining head "
+      "of a Hugging Face checkpoint) instead of initialising that part fresh with a warning.")
+
+
+def explicit_bool(name, flag_values=None):
+  """The value of a boolean flag if given on the command line, else None (let the checkpoint
+  decide, e.g. --do_lower_case from a Hugging Face tokenizer)."""
+  fv = flag_values or flags.FLAGS
+  return fv[name].value if fv[name].present else None
+
+
 def validate_runtime_flags(flag_values=None):
   """Raises `UsageError` naming the flag when a runtime flag has a value that cannot work."""
   from bert_tf.errors import UsageError

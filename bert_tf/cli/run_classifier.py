@@ -29,13 +29,17 @@ def define_flags():
                       "--init_checkpoint).")
   flags.DEFINE_string("task_name", None, "cola, mnli, mrpc, xnli, sst-2, qnli, qqp, rte, wnli, "
                       "sts-b or generic.")
-  flags.DEFINE_string("vocab_file", None, "The WordPiece vocabulary of the model.")
+  flags.DEFINE_string("vocab_file", None, "The WordPiece vocabulary of the model (default for a "
+                      "Hugging Face --init_checkpoint: its vocab.txt or tokenizer.json).")
   flags.DEFINE_string("output_dir", None, "Checkpoints, labels.json, eval_results.txt, "
                       "test_results.tsv and TensorBoard summaries go here.")
   flags.DEFINE_string("init_checkpoint", None,
-                      "Pre-trained weights: a run_pretraining output dir or checkpoint prefix, or an "
-                      "original TF1 checkpoint (bert_model.ckpt); only the encoder is loaded.")
-  flags.DEFINE_bool("do_lower_case", True, "Lower-case the input (uncased models).")
+                      "Pre-trained weights: a run_pretraining output dir or checkpoint prefix, an "
+                      "original TF1 checkpoint (bert_model.ckpt), or a Hugging Face BERT directory "
+                      "(config.json + model.safetensors or pytorch_model.bin); only the encoder is "
+                      "loaded.")
+  flags.DEFINE_bool("do_lower_case", True, "Lower-case the input (uncased models). Not given: "
+                    "a Hugging Face --init_checkpoint's tokenizer setting, else True.")
   flags.DEFINE_integer("max_seq_length", 128, "Tokens per example after WordPiece, [CLS] and "
                        "[SEP] included; longer inputs are truncated, shorter ones padded.")
   flags.DEFINE_bool("do_train", False, "Fine-tune on train.")
@@ -52,6 +56,7 @@ def define_flags():
   common.define_legacy_tpu_flags()
   # Additions.
   define_runtime_flags()
+  common.define_checkpoint_flags()
   flags.DEFINE_string("export_dir", None, "Write a SavedModel that classifies raw strings here.")
   flags.DEFINE_string("xnli_language", "zh", "The XNLI language (train and dev files).")
   flags.DEFINE_string("text_a_column", "sentence", "generic task: the (first) text column.")
@@ -70,7 +75,8 @@ def options_from_flags(fv=None):
   return RunOptions(
       task_name=fv.task_name, data_dir=fv.data_dir, vocab_file=fv.vocab_file,
       output_dir=fv.output_dir, bert_config_file=fv.bert_config_file,
-      init_checkpoint=fv.init_checkpoint, do_lower_case=fv.do_lower_case,
+      init_checkpoint=fv.init_checkpoint,
+      do_lower_case=common.explicit_bool("do_lower_case", fv),
       max_seq_length=fv.max_seq_length, do_train=fv.do_train, do_eval=fv.do_eval,
       do_predict=fv.do_predict, train_batch_size=fv.train_batch_size,
       eval_batch_size=fv.eval_batch_size, predict_batch_size=fv.predict_batch_size,
@@ -81,7 +87,7 @@ def options_from_flags(fv=None):
       skip_padding=fv.skip_padding, steps_per_loop=steps_per_loop, log_steps=fv.log_steps,
       keep_checkpoint_max=fv.keep_checkpoint_max, xnli_language=fv.xnli_language,
       text_a_column=fv.text_a_column, text_b_column=fv.text_b_column,
-      label_column=fv.label_column, seed=fv.seed)
+      label_column=fv.label_column, seed=fv.seed, strict_checkpoint=fv.strict_checkpoint)
 
 
 def main(argv):

@@ -20,13 +20,15 @@ def define_flags():
   """The original run_pretraining.py flags (same defaults) plus this project's additions."""
   if "bert_config_file" in FLAGS:
     return
-  flags.DEFINE_string("bert_config_file", None, "bert_config.json of the model to train.")
+  flags.DEFINE_string("bert_config_file", None, "bert_config.json of the model to train (default "
+                      "for a Hugging Face --init_checkpoint: its config.json).")
   flags.DEFINE_string("input_file", None, "TFRecord files (comma list and/or globs; .gz or manifest "
                       "'compression' for GZIP files).")
   flags.DEFINE_string("output_dir", None, "Checkpoints, bert_config.json, eval_results.txt, "
                       "train_log.jsonl and TensorBoard summaries go here.")
-  flags.DEFINE_string("init_checkpoint", None, "Initial weights: an original TF1 BERT checkpoint or "
-                      "one of ours (ignored when output_dir already holds a checkpoint to resume).")
+  flags.DEFINE_string("init_checkpoint", None, "Initial weights: an original TF1 BERT checkpoint, "
+                      "one of ours, or a Hugging Face BERT directory (ignored when output_dir "
+                      "already holds a checkpoint to resume).")
   flags.DEFINE_integer("max_seq_length", 128, "Sequence length of the TFRecords.")
   flags.DEFINE_integer("max_predictions_per_seq", 20, "Masked positions per sequence in the TFRecords.")
   flags.DEFINE_bool("do_train", False, "Train.")
@@ -49,16 +51,22 @@ def define_flags():
   flags.DEFINE_integer("random_seed", 12345, "Seed of the data order (files and shuffle buffer).")
   flags.DEFINE_integer("shuffle_buffer_size", 10000, "Examples in the tf.data shuffle buffer.")
   common.define_runtime_flags()
+  common.define_checkpoint_flags()
 
 
 def params_from_flags():
   """`PretrainingParams` from the parsed flags (raises UsageError for bad values)."""
   from bert_tf.pretraining import training
   from bert_tf.configs import BertConfig
-  if not FLAGS.bert_config_file:
+  from bert_tf.checkpoints import huggingface
+  if FLAGS.bert_config_file:
+    config = BertConfig.from_json_file(FLAGS.bert_config_file)
+  elif FLAGS.init_checkpoint and huggingface.is_hf_directory(FLAGS.init_checkpoint):
+    config = huggingface.read_hf_config(FLAGS.init_checkpoint)
+  else:
     raise errors.UsageError("--bert_config_file is required")
   return training.PretrainingParams(
-      bert_config=BertConfig.from_json_file(FLAGS.bert_config_file),
+      bert_config=config,
       output_dir=FLAGS.output_dir, input_file=FLAGS.input_file,
       eval_input_file=FLAGS.eval_input_file, init_checkpoint=FLAGS.init_checkpoint,
       max_seq_length=FLAGS.max_seq_length, max_predictions_per_seq=FLAGS.max_predictions_per_seq,
@@ -72,7 +80,7 @@ def params_from_flags():
       skip_padding=FLAGS.skip_padding, steps_per_loop=FLAGS.steps_per_loop,
       log_steps=FLAGS.log_steps,
       keep_checkpoint_max=FLAGS.keep_checkpoint_max, seed=FLAGS.random_seed,
-      shuffle_buffer_size=FLAGS.shuffle_buffer_size)
+      shuffle_buffer_size=FLAGS.shuffle_buffer_size, strict_checkpoint=FLAGS.strict_checkpoint)
 
 
 def main(argv):

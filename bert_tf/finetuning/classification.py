@@ -218,7 +218,13 @@ def training_dataset(examples, labels, encoder, use_text_b, batch_size, seed=123
     tf.data.Dataset of (features dict, labels).
   """
   ds = encoded_dataset(examples, labels, encoder, use_text_b).cache()
-  ds = ds.shuffle(min(len(examples), 50_000), seed=seed, reshuffle_each_iteration=True)
+  return shuffled_batches(ds, len(examples), batch_size, seed=seed, skip_batches=skip_batches)
+
+
+def shuffled_batches(ds, num_examples, batch_size, seed=12345, skip_batches=0):
+  """Endless shuffled whole batches of a (cached) dataset of feature dicts with a "label" key,
+  split into (features, labels); `skip_batches` continues the same sequence at that batch."""
+  ds = ds.shuffle(min(num_examples, 50_000), seed=seed, reshuffle_each_iteration=True)
   ds = ds.repeat().batch(batch_size, drop_remainder=True)
   if skip_batches:
     ds = ds.skip(skip_batches)
@@ -294,11 +300,14 @@ class FineTuner:
   def _loss_and_grads(self, features, labels):
     with tf.GradientTape() as tape:
       logits = self.model(features, training=True)  # [batch, num_classes]
-      loss = tf.reduce_sum(per_example_loss(logits, labels, self.is_regression))
-      loss = loss / self.global_batch_size  # this replica's share of the global mean
+      loss = self.batch_loss(logits, labels)
       scaled = self.optimizer.scale_loss(loss) if self.loss_scaling else loss
     grads = tape.gradient(scaled, self.model.trainable_variables)
     return loss, grads
+
+  def batch_loss(self, logits, labels):
+    """This replica's share of the global mean loss (subclasses change the loss here)."""
+    return tf.reduce_sum(per_example_loss(logits, labels, self.is_regression)) / self.global_batch_size
 
   def _replica_step(self, features, labels):
     loss, grads = self._grads(features, labels)
@@ -502,11 +511,11 @@ class RunOptions:
   """What `run_classifier.py` does; the fields are its flags (see bert_tf/cli/run_classifier.py)."""
   task_name: str
   data_dir: str
-  vocab_file: str
+  vocab_file: Optional[str]  # None: the vocab of a Hugging Face --init_checkpoint
   output_dir: str
   bert_config_file: Optional[str] = None
   init_checkpoint: Optional[str] = None
-  do_lower_case: bool = True
+  do_lower_case: Optional[bool] = True  # None: a Hugging Face checkpoint's tokenizer setting, else True
   max_seq_length: int = 128
   do_train: bool = False
   do_eval: bool = False
@@ -532,17 +541,23 @@ class RunOptions:
   text_b_column: Optional[str] = None
   label_column: str = "label"
   seed: int = 12345
+  strict_checkpoint: bool = False
+
+
+def _init_is_hf(opts):
+  from bert_tf.checkpoints.huggingface import is_hf_directory
+  return bool(opts.init_checkpoint) and is_hf_directory(opts.init_checkpoint)
 
 
 def _check_options(opts):
   if not (opts.do_train or opts.do_eval or opts.do_predict or opts.export_dir):
     raise UsageError("at least one of --do_train, --do_eval, --do_predict or --export_dir is needed")
   for name in ("task_name", "data_dir", "vocab_file", "output_dir"):
-    if not getattr(opts, name):
+    if not getattr(opts, name) and not (name == "vocab_file" and _init_is_hf(opts)):
       raise UsageError(f"--{name} is required")
   if not os.path.isdir(opts.data_dir) and "://" not in opts.data_dir:
     raise UsageError(f"--data_dir={opts.data_dir}: not a directory")
-  if not tf.io.gfile.exists(opts.vocab_file):
+  if opts.vocab_file and not tf.io.gfile.exists(opts.vocab_file):
     raise UsageError(f"--vocab_file={opts.vocab_file}: file not found")
   for name in ("train_batch_size", "eval_batch_size", "predict_batch_size", "max_seq_length",
                "save_checkpoints_steps"):
@@ -556,9 +571,18 @@ def _check_options(opts):
     raise UsageError(f"--warmup_proportion must be in [0, 1), got {opts.warmup_proportion}")
 
 
-def _bert_config(opts):
-  """--bert_config_file, or the bert_config.json that run_pretraining left beside the checkpoint."""
+def bert_config_for(opts):
+  """--bert_config_file, or the bert_config.json that run_pretraining left beside the checkpoint,
+  or the config.json of a Hugging Face --init_checkpoint."""
   path = opts.bert_config_file
+  if not path and _init_is_hf(opts):
+    from bert_tf.checkpoints.huggingface import CONFIG_NAME, read_hf_config
+    config = read_hf_config(opts.init_checkpoint)
+    path = os.path.join(opts.init_checkpoint, CONFIG_NAME)
+    if opts.max_seq_length > config.max_position_embeddings:
+      raise UsageError(f"--max_seq_length={opts.max_seq_length} is longer than "
+                       f"max_position_embeddings ({config.max_position_embeddings}) of {path}")
+    return config
   if not path and opts.init_checkpoint:
     folder = (opts.init_checkpoint if tf.io.gfile.isdir(opts.init_checkpoint)
               else os.path.dirname(opts.init_checkpoint))
@@ -614,8 +638,9 @@ def _build(opts, config, num_labels, strategy, num_train_steps):
   return model, optimizer, checkpoint
 
 
-def _restore_or_initialize(opts, checkpoint, manager, model):
-  """Resumes from --output_dir's latest checkpoint, else loads the encoder from --init_checkpoint.
+def restore_or_initialize(opts, checkpoint, manager, model):
+  """Resumes from --output_dir's latest checkpoint, else loads --init_checkpoint into `model`
+  (the classifier, or any model part `init_from_checkpoint` takes, such as an encoder).
 
   Returns:
     "resumed", "initialized" or "random".
@@ -632,7 +657,7 @@ def _restore_or_initialize(opts, checkpoint, manager, model):
   if opts.init_checkpoint:
     from bert_tf.checkpoints import init_from_checkpoint
     logging.info("Initializing the encoder from %s", opts.init_checkpoint)
-    init_from_checkpoint(model, opts.init_checkpoint,
+    init_from_checkpoint(model, opts.init_checkpoint, strict=opts.strict_checkpoint,
                          config_source=opts.bert_config_file or "the bert config")
     return "initialized"
   logging.warning("No --init_checkpoint: the encoder starts from random weights")
@@ -657,10 +682,16 @@ def run_classifier(opts):
   import keras
 
   from bert_tf.finetuning import classifier_data
+  from bert_tf.checkpoints.huggingface import hf_vocab_file, resolve_do_lower_case
   from bert_tf.text.tokenization import validate_case_matches_checkpoint
   from bert_tf.pretraining.training import create_strategy, set_precision_policy
   _check_options(opts)
-  config = _bert_config(opts)
+  config = bert_config_for(opts)
+  opts = dataclasses.replace(opts, do_lower_case=resolve_do_lower_case(opts.do_lower_case,
+                                                                       opts.init_checkpoint))
+  if not opts.vocab_file:  # a Hugging Face --init_checkpoint (see _check_options)
+    opts = dataclasses.replace(opts, vocab_file=hf_vocab_file(opts.init_checkpoint,
+                                                              opts.output_dir))
   processor = classifier_data.get_processor(
       opts.task_name, xnli_language=opts.xnli_language, text_a_column=opts.text_a_column,
       text_b_column=opts.text_b_column, label_column=opts.label_column)
@@ -692,7 +723,7 @@ def run_classifier(opts):
   model, optimizer, checkpoint = _build(opts, config, num_labels, strategy, num_train_steps)
   manager = tf.train.CheckpointManager(checkpoint, opts.output_dir,
                                        max_to_keep=opts.keep_checkpoint_max, checkpoint_name="ckpt")
-  origin = _restore_or_initialize(opts, checkpoint, manager, model)
+  origin = restore_or_initialize(opts, checkpoint, manager, model)
   if origin != "resumed" and not opts.do_train:
     logging.warning("No fine-tuned checkpoint in --output_dir=%s: using --init_checkpoint=%s "
                     "as it is", opts.output_dir, opts.init_checkpoint)

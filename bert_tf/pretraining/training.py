@@ -414,6 +414,7 @@ class PretrainingParams:
   keep_checkpoint_max: int = 5
   seed: int = 12345
   shuffle_buffer_size: int = 10000
+  strict_checkpoint: bool = False  # missing parts of init_checkpoint are an error, not fresh
 
 
 class TrainLog:
@@ -552,7 +553,7 @@ def run_pretraining(params, strategy):
     logging.info("resumed from %s at step %d", restored, int(task.global_step.numpy()))
   elif params.init_checkpoint:
     from bert_tf.checkpoints import init_from_checkpoint
-    init_from_checkpoint(task.model, params.init_checkpoint)
+    init_from_checkpoint(task.model, params.init_checkpoint, strict=params.strict_checkpoint)
     logging.info("initialised weights from %s", params.init_checkpoint)
   if keeper.chief:
     params.bert_config.to_json_file(os.path.join(params.output_dir, "bert_config.json"))
