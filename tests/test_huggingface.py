@@ -515,3 +515,22 @@ def test_demo_fine_tunes_from_a_hf_directory(tmp_path):
   assert "--init_checkpoint=" in proc.stdout and "dev accuracy" in proc.stdout
   # The random-init control ran with the directory's own config, written as bert_config.json.
   assert BertConfig.from_json_file(str(out / "bert_config.json")) == hf.read_hf_config(d)
+
+
+def test_run_pretraining_continues_from_a_hf_directory(tmp_path):
+  from tests.pretraining_testdata import PREDICTIONS, SEQ_LENGTH, make_records, write_tfrecord
+  d = write_hf_dir(tmp_path / "hf", "BertForMaskedLM")
+  records = write_tfrecord(str(tmp_path / "train.tfrecord"), make_records(16))
+  out = tmp_path / "out"
+  # No --bert_config_file: config.json is the config; the missing next-sentence head is warned.
+  proc = subprocess.run([sys.executable, "run_pretraining.py", f"--init_checkpoint={d}",
+                         f"--input_file={records}", f"--output_dir={out}", "--do_train",
+                         "--train_batch_size=8", "--num_train_steps=2", "--num_warmup_steps=1",
+                         f"--max_seq_length={SEQ_LENGTH}", f"--max_predictions_per_seq={PREDICTIONS}",
+                         "--save_checkpoints_steps=2"], capture_output=True, text=True,
+                        cwd=REPO_ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "lacks parts of the model, initialised fresh: next-sentence head" in proc.stderr
+  written = BertConfig.from_json_file(str(out / "bert_config.json"))
+  assert written == hf.read_hf_config(d) and written.layer_norm_eps == 1e-7
+  assert tf.train.latest_checkpoint(str(out)).endswith("ckpt-2")
