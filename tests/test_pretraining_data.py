@@ -267,11 +267,12 @@ def test_undecodable_lines_are_replaced_and_counted(data_dir, tmp_path):
   bad = bad.replace(b"Something glittered", b"Something \xc3 glittered", 1)
   assert bad.count(b"\xff") == 1 and b"\xc3 " in bad
   lines, count = corpus_shards.decode_lines(bad)
-  assert count == 2 and sum("\ufffd" in line for line in lines) == 2
+  assert count == (2, 1) and sum("\ufffd" in line for line in lines) == 2  # (count, first)
   path = tmp_path / "bad.txt"
   path.write_bytes(bad)
   summary = run(data_dir, str(tmp_path / "o.tfrecord"), input_file=str(path), dupe_factor=1)
   assert summary.totals.bad_lines == 2 and summary.totals.instances > 0
+  assert summary.totals.first_bad_line == f"{path}:2"  # the warning names it
 
 
 def test_single_document_corpus_is_counted_for_its_warning(data_dir, tmp_path):

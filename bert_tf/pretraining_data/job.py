@@ -93,6 +93,9 @@ class ShardStats:
   bad_lines: int = 0
   long_sentences: int = 0
   single_document: bool = False
+  # "file:line" of the first line that was not UTF-8, and the index of its shard (-1: none).
+  first_bad_line: str = ""
+  first_bad_shard: int = -1
   # Time spent on the shard by its worker (tokenizing + building + serializing); a measurement,
   # not part of what the shard produced, so two runs with equal output compare equal.
   seconds: float = dataclasses.field(default=0.0, compare=False)
@@ -101,6 +104,9 @@ class ShardStats:
     for field in ("documents", "sentences", "tokens", "instances", "bad_lines", "long_sentences",
                   "seconds"):
       setattr(self, field, getattr(self, field) + getattr(other, field))
+    if other.first_bad_line and (not self.first_bad_line or
+                                 other.first_bad_shard < self.first_bad_shard):
+      self.first_bad_line, self.first_bad_shard = other.first_bad_line, other.first_bad_shard
 
 
 @dataclasses.dataclass
@@ -131,7 +137,7 @@ class _ShardBuilder:
   def process(self, shard, records_per_chunk, tokenized=None):
     """Yields ("chunk", buffer, ends) messages and finally ("done", ShardStats).
 
-    `tokenized`: the shard's (Documents, bad lines, [(word, ids)] newly cached) when a start-up
+    `tokenized`: the shard's (Documents, UndecodableLines, [(word, ids)] newly cached) when a start-up
     helper tokenized it already (`_StartupTokenizers`); the words join this tokenizer's cache.
     """
     start = time.time()
@@ -144,9 +150,11 @@ class _ShardBuilder:
     lengths = documents.sentence_starts[1:] - documents.sentence_starts[:-1]
     stats = ShardStats(
         documents=documents.num_documents, sentences=len(lengths), tokens=documents.num_tokens,
-        instances=len(instances), bad_lines=bad_lines,
+        instances=len(instances), bad_lines=bad_lines.count,
         long_sentences=int((lengths > self.options.max_seq_length - 3).sum()),
         single_document=documents.num_documents == 1)
+    if bad_lines.count:
+      stats.first_bad_line, stats.first_bad_shard = shard.where(bad_lines.first), shard.index
     for buffer, ends in instances.framed_record_chunks(records_per_chunk):
       yield ("chunk", buffer, ends)
     stats.seconds = time.time() - start
@@ -158,7 +166,7 @@ ShardProcessor = _ShardBuilder
 
 
 def _tokenize_shard(shard, tokenizer):
-  """A shard's (Documents, number of lines that were not UTF-8)."""
+  """A shard's (Documents, `corpus_shards.UndecodableLines`)."""
   lines, bad_lines = corpus_shards.decode_lines(shard.data)
   return pretraining_data.split_documents(lines, tokenizer.tokenize_batch_ids), bad_lines
 
@@ -226,6 +234,13 @@ def _worker_main(worker, builder, builder_args, records_per_chunk, num_outputs, 
     outbox.put(("end", worker))
   except UsageError as e:
     outbox.put(("error", worker, str(e), True))
+  except OSError as e:
+    message = io_utils.write_error_message(e, output_paths or [work_dir])
+    if message is not None:  # a full disk is the user's to fix: one line
+      outbox.put(("error", worker, message, True))
+    else:
+      import traceback
+      outbox.put(("error", worker, f"{type(e).__name__}: {e}\n{traceback.format_exc()}", False))
   except BaseException as e:  # reported to the main process, which stops the job
     import traceback
     outbox.put(("error", worker, f"{type(e).__name__}: {e}\n{traceback.format_exc()}", False))
@@ -776,14 +791,8 @@ def create_pretraining_data(input_file, output_file, vocab_file, do_lower_case=T
   Returns:
     `JobSummary`, or None when --resume found every output already complete.
   Raises:
-    UsageError: bad flags or input; no output is left behind under its final name.
+    UsageError: bad flags or input, or a full disk; no output is left behind under its final name.
   """
-  import contextlib
-
-  from bert_tf import __version__, features
-
-  from bert_tf.pretraining_data import records as pretraining_records
-
   settings = dict(input_file=input_file, output_file=output_file, vocab_file=vocab_file,
                   do_lower_case=bool(do_lower_case), do_whole_word_mask=bool(do_whole_word_mask),
                   max_seq_length=int(max_seq_length), max_predictions_per_seq=int(max_predictions_per_seq),
@@ -794,6 +803,10 @@ def create_pretraining_data(input_file, output_file, vocab_file, do_lower_case=T
   for warning in validate_settings(settings):
     logging.warning("%s", warning)
   input_files = io_utils.expand_input_patterns(input_file, "--input_file")
+  for path in input_files:  # a binary file would give records of [UNK]s with only a warning
+    reason = io_utils.not_text_reason(path)
+    if reason:
+      raise UsageError(f"--input_file: {path}: {reason}")
   outputs = _output_paths(output_file, input_files)
   _remove_leftovers_of_killed_runs(outputs)
   vocab_sha256 = io_utils.file_sha256(vocab_file)
@@ -818,6 +831,24 @@ def create_pretraining_data(input_file, output_file, vocab_file, do_lower_case=T
   logging.info("reading %d input file(s); %d output file(s); %d worker(s); shards of %.4g MB",
                len(input_files), len(outputs), config.num_workers, settings["shard_size_mb"])
 
+  try:
+    summary = _write_outputs(config, outputs, job_runner, input_file)
+    _write_manifests(outputs, summary, config, settings, input_files, fingerprint, vocab_sha256)
+  except OSError as e:
+    message = io_utils.write_error_message(e, outputs)
+    if message is None:
+      raise
+    raise UsageError(message) from None
+  _log_summary(summary, outputs)
+  return summary
+
+
+def _write_outputs(config, outputs, job_runner, input_file):
+  """Runs the job into temporary files renamed to `outputs` when complete; returns its summary."""
+  import contextlib
+
+  from bert_tf import features
+  from bert_tf.pretraining_data import records as pretraining_records
   with contextlib.ExitStack() as stack:
     temps = [stack.enter_context(io_utils.atomic_output(path)) for path in outputs]
     if job_runner is not None:  # e.g. bert_tf.pretraining_data.beam.BeamJobRunner: writes the temps itself
@@ -832,25 +863,39 @@ def create_pretraining_data(input_file, output_file, vocab_file, do_lower_case=T
     for path in outputs:  # a stale manifest must never describe the new file
       if os.path.exists(features.manifest_path(path)):
         os.remove(features.manifest_path(path))
-  # The files are in place; their manifests complete them.
-  for index, path in enumerate(outputs):
-    features.write_manifest(path, {
-        "tool": TOOL_NAME, "version": __version__,
-        "max_seq_length": options.max_seq_length,
-        "max_predictions_per_seq": options.max_predictions_per_seq,
-        "num_instances": summary.records_per_file[index],
-        "total_instances": summary.totals.instances,
-        "output_index": index, "num_output_files": len(outputs),
-        "compression": "GZIP" if config.compress else "",
-        "vocab_file": vocab_file, "vocab_sha256": vocab_sha256, "vocab_size": summary.vocab_size,
-        "do_lower_case": settings["do_lower_case"],
-        "do_whole_word_mask": options.do_whole_word_mask,
-        "num_shards": summary.num_shards, "num_documents": summary.totals.documents,
-        "num_sentences": summary.totals.sentences, "num_tokens": summary.totals.tokens,
-        "input_files": input_files, "flags": settings, "fingerprint": fingerprint,
-    })
-  _log_summary(summary, outputs)
   return summary
+
+
+def _write_manifests(outputs, summary, config, settings, input_files, fingerprint, vocab_sha256):
+  """The files are in place; their manifests complete them. When one cannot be written (a full
+  disk), the outputs and the manifests already written are removed: a record file without its
+  manifest must not pass for a finished one."""
+  from bert_tf import __version__, features
+  options = config.options
+  vocab_file = config.vocab_file
+  try:
+    for index, path in enumerate(outputs):
+      features.write_manifest(path, {
+          "tool": TOOL_NAME, "version": __version__,
+          "max_seq_length": options.max_seq_length,
+          "max_predictions_per_seq": options.max_predictions_per_seq,
+          "num_instances": summary.records_per_file[index],
+          "total_instances": summary.totals.instances,
+          "output_index": index, "num_output_files": len(outputs),
+          "compression": "GZIP" if config.compress else "",
+          "vocab_file": vocab_file, "vocab_sha256": vocab_sha256, "vocab_size": summary.vocab_size,
+          "do_lower_case": settings["do_lower_case"],
+          "do_whole_word_mask": options.do_whole_word_mask,
+          "num_shards": summary.num_shards, "num_documents": summary.totals.documents,
+          "num_sentences": summary.totals.sentences, "num_tokens": summary.totals.tokens,
+          "input_files": input_files, "flags": settings, "fingerprint": fingerprint,
+      })
+  except OSError:
+    for path in outputs:
+      for name in (path, features.manifest_path(path)):
+        if os.path.exists(name):
+          os.remove(name)
+    raise
 
 
 def _remove_leftovers_of_killed_runs(outputs):
@@ -896,7 +941,8 @@ def _check_corpus(summary, input_spec):
   if totals.documents == 0:
     raise UsageError(f"--input_file={input_spec}: the input has no text (no non-empty line)")
   if totals.bad_lines:
-    logging.warning("%d input line(s) were not valid UTF-8; their bad bytes became U+FFFD", totals.bad_lines)
+    logging.warning("%s: not valid UTF-8 (%d line(s) in all, this one first); their bad bytes "
+                    "became U+FFFD", totals.first_bad_line, totals.bad_lines)
   if summary.single_document_shards:
     logging.warning(
         "%d shard(s) hold a single document: their random next segments come from that same "

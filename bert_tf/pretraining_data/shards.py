@@ -10,6 +10,7 @@ Decoding happens later, in the worker that processes the shard (`decode_lines`).
 
 import dataclasses
 import os
+from typing import NamedTuple
 
 from bert_tf.utils import io_utils
 from bert_tf.errors import UsageError
@@ -26,12 +27,22 @@ class TextShard:
     first_line: "file:line" of its first line (for messages).
     input_bytes_done: bytes of the input files (as stored, e.g. compressed) read up to the end
       of this shard, for progress reports.
+    file_starts: ((line index in the shard, path, its line number in that file), ...) for the
+      first line and for each line that starts another file (see `where`).
   """
   index: int
   data: bytes
   num_lines: int
   first_line: str
   input_bytes_done: int
+  file_starts: tuple = ()
+
+  def where(self, line_index):
+    """"file:line" of the shard's line `line_index` (from 0)."""
+    start = next((s for s in reversed(self.file_starts) if s[0] <= line_index), None)
+    if start is None:
+      return self.first_line
+    return f"{start[1]}:{start[2] + line_index - start[0]}"
 
 
 def total_input_bytes(input_files):
@@ -92,7 +103,7 @@ def iter_text_shards(input_files, shard_bytes):
               "the input must have one sentence per line")
         if not line.endswith(b"\n"):
           line += b"\n"  # the file's last line never runs into the next file's first
-        document.add(line, f"{path}:{line_number}")
+        document.add(line, path, line_number)
         if line.strip():
           continue
         # A blank line ends a document: the shard takes it, or is emitted first if it is full.
@@ -119,22 +130,29 @@ class _ShardBuilder:
     self.lines = []
     self.size = 0
     self.first_line = None
+    self.file_starts = []  # (line index, path, line number): where each file's lines begin
 
-  def add(self, line, where):
+  def add(self, line, path, line_number):
     if self.first_line is None:
-      self.first_line = where
+      self.first_line = f"{path}:{line_number}"
+    if not self.file_starts or self.file_starts[-1][1] != path:
+      self.file_starts.append((len(self.lines), path, line_number))
     self.lines.append(line)
     self.size += len(line)
 
   def extend(self, other):
     if other.lines and self.first_line is None:
       self.first_line = other.first_line
+    for offset, path, line_number in other.file_starts:
+      if not self.file_starts or self.file_starts[-1][1] != path:
+        self.file_starts.append((len(self.lines) + offset, path, line_number))
     self.lines.extend(other.lines)
     self.size += other.size
 
   def build(self, index, input_bytes_done):
     return TextShard(index=index, data=b"".join(self.lines), num_lines=len(self.lines),
-                     first_line=self.first_line, input_bytes_done=input_bytes_done)
+                     first_line=self.first_line, input_bytes_done=input_bytes_done,
+                     file_starts=tuple(self.file_starts))
 
 
 def _readline(handle, limit):
@@ -152,6 +170,13 @@ def _stored_size(path, fallback):
     return fallback
 
 
+class UndecodableLines(NamedTuple):
+  """The lines of a shard that held bytes that are not UTF-8: how many, and the first one's index
+  in the shard (-1 when there is none)."""
+  count: int
+  first: int
+
+
 def decode_lines(data):
   """Decodes a shard's bytes into stripped lines.
 
@@ -160,22 +185,24 @@ def decode_lines(data):
   Args:
     data: UTF-8 text, lines ending in "\\n".
   Returns:
-    `(lines, num_bad_lines)`: the lines stripped of surrounding whitespace (str.strip, as the
-    original), and how many lines had bytes that are not UTF-8.
+    `(lines, UndecodableLines)`: the lines stripped of surrounding whitespace (str.strip, as the
+    original), and which lines had bytes that are not UTF-8.
   """
   try:
     text = data.decode("utf-8")
-    bad = 0
+    bad = UndecodableLines(0, -1)
   except UnicodeDecodeError:
     pieces = []
-    bad = 0
-    for raw in data.split(b"\n"):
+    count, first = 0, -1
+    for number, raw in enumerate(data.split(b"\n")):
       try:
         pieces.append(raw.decode("utf-8"))
       except UnicodeDecodeError:
-        bad += 1
+        count += 1
+        first = number if first < 0 else first
         pieces.append(raw.decode("utf-8", errors="replace"))
     text = "\n".join(pieces)
+    bad = UndecodableLines(count, first)
   lines = text.split("\n")
   if lines and not lines[-1]:
     lines.pop()  # after the final "\n"

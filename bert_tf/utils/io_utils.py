@@ -7,10 +7,12 @@ the leftovers of a killed one from those of a run still going (`remove_stale_tem
 """
 
 import contextlib
+import errno
 import glob
 import gzip
 import io
 import os
+import re
 import socket
 import uuid
 
@@ -39,8 +41,13 @@ def expand_input_patterns(spec, flag_name="--input_file"):
       import tensorflow as tf
       matches = sorted(tf.io.gfile.glob(pattern))
     else:
-      matches = sorted(glob.glob(os.path.expanduser(pattern)))
-      matches = [m for m in matches if os.path.isfile(m)]
+      found = sorted(glob.glob(os.path.expanduser(pattern)))
+      matches = [m for m in found if os.path.isfile(m)]
+      if not matches and found:  # only folders: say so rather than "no file matches"
+        what = (f"{pattern} is a directory" if found == [os.path.expanduser(pattern)]
+                else f"{pattern!r} matches only directories ({', '.join(found[:3])})")
+        raise UsageError(f"{flag_name}: {what}; name the files in it, e.g. "
+                         f"{os.path.join(found[0], '*.txt')}")
     if not matches:
       raise UsageError(f"{flag_name}: no file matches {pattern!r}")
     files.extend(matches)
@@ -68,6 +75,121 @@ def open_text(path, errors="replace", encoding="utf-8"):
   return io.TextIOWrapper(open_binary(path), encoding=encoding, errors=errors, newline=None)
 
 
+class TextLines:
+  """The lines of a (possibly gzipped or remote) UTF-8 text file, read as `open_text` reads them
+  (universal newlines, bad bytes -> U+FFFD), that also tell where the bad bytes were.
+
+  After the iteration, `bad_lines` is the number of lines that held bytes that are not UTF-8 and
+  `first_bad_line` the first one's number (from 1, as `csv.reader.line_num` counts), or None.
+  Blocks that decode cleanly, the usual case, are decoded at once; only a block holding bad bytes
+  is decoded line by line.
+
+  Args:
+    path: the file.
+    skip_bom: drop a UTF-8 byte-order mark at the start (spreadsheet exports have one).
+  """
+
+  BLOCK_BYTES = 1 << 20
+
+  def __init__(self, path, skip_bom=True):
+    self.path = path
+    self.skip_bom = skip_bom
+    self.bad_lines = 0
+    self.first_bad_line = None
+
+  def __iter__(self):
+    number = 0  # lines yielded so far
+    pending = b""  # the part of the last block after its last b"\n"
+    start = True
+    with open_binary(self.path) as f:
+      while True:
+        block = f.read(self.BLOCK_BYTES)
+        data = pending + block
+        if block:
+          cut = data.rfind(b"\n") + 1  # a "\r\n" pair is never cut apart
+          if not cut:
+            pending = data
+            continue
+          data, pending = data[:cut], data[cut:]
+        elif not data:
+          return
+        else:
+          pending = b""
+        for line in self._decode(data, number, start):
+          number += 1
+          yield line
+        start = False
+        if not block:
+          return
+
+  def _decode(self, data, lines_before, start):
+    try:
+      pieces = [(data.decode("utf-8"), False)]
+    except UnicodeDecodeError:
+      pieces = []
+      for raw in data.split(b"\n"):
+        try:
+          pieces.append((raw.decode("utf-8") + "\n", False))
+        except UnicodeDecodeError:
+          pieces.append((raw.decode("utf-8", errors="replace") + "\n", True))
+      pieces[-1] = (pieces[-1][0][:-1], pieces[-1][1])  # data.split gave one piece past the end
+    lines = []
+    for text, bad in pieces:
+      if start and self.skip_bom and text.startswith("\ufeff"):
+        text = text[1:]
+      start = False
+      split = _universal_lines(text)
+      if bad and split:
+        self.bad_lines += 1
+        if self.first_bad_line is None:
+          self.first_bad_line = lines_before + len(lines) + 1
+      lines.extend(split)
+    return lines
+
+
+def _universal_lines(text):
+  """`text` cut into lines ending in "\n", with "\r\n" and "\r" read as "\n" (as Python's text
+  files do; `str.splitlines` would also cut at form feeds and Unicode separators)."""
+  if "\r" in text:
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+  lines = text.split("\n")
+  last = lines.pop()
+  lines = [line + "\n" for line in lines]
+  if last:
+    lines.append(last)
+  return lines
+
+
+SNIFF_BYTES = 64 << 10
+MAX_UNDECODABLE_SHARE = 0.10
+
+
+def not_text_reason(path):
+  """Why `path` is not UTF-8 text, judged from its first 64 KiB (after gunzipping), or None.
+
+  The rule: a NUL byte (it never occurs in text, while random or binary data of that size almost
+  surely has one; UTF-16 text has many), or more than 10% of the bytes not decoding as UTF-8 (a
+  file in another encoding wholesale; a UTF-8 file with a few stray bytes stays accepted, its
+  bad bytes becoming U+FFFD with a warning)."""
+  try:
+    with open_binary(path) as f:
+      head = f.read(SNIFF_BYTES)
+  except (OSError, EOFError) as e:
+    return f"cannot be read ({getattr(e, 'strerror', None) or e})"
+  nul = head.find(b"\x00")
+  if nul >= 0:
+    hint = ("; UTF-16 text? convert it to UTF-8, e.g. with iconv -f UTF-16 -t UTF-8"
+            if head[:2] in (b"\xff\xfe", b"\xfe\xff") else "")
+    return f"binary data, not text (a NUL byte at offset {nul}{hint})"
+  decoded = head.decode("utf-8", errors="surrogateescape")
+  # A multi-byte character cut by the end of the sample is not counted.
+  bad = sum(1 for c in decoded[:-3] if "\udc80" <= c <= "\udcff")
+  if head and bad > MAX_UNDECODABLE_SHARE * len(head):
+    return (f"not UTF-8 text ({100.0 * bad / len(head):.0f}% of its first {len(head)} bytes do not "
+            "decode as UTF-8: binary data, or another encoding to convert with iconv -t UTF-8)")
+  return None
+
+
 def temp_path_for(path, kind="tmp"):
   """A unique hidden sibling of `path` (same folder, so the final rename is atomic), named
   `.name.<kind>-<random>-<pid>-<host>` after the process that writes it."""
@@ -77,6 +199,43 @@ def temp_path_for(path, kind="tmp"):
 
 def _owner_suffix():
   return f"-{os.getpid()}-{socket.gethostname()}"
+
+
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?:tmp|pieces)-[0-9a-f]{8}-")
+
+
+def final_path_of(path):
+  """The output that a temporary file (or a file inside a temporary folder) of `temp_path_for`
+  will become, for messages; `path` itself when it is none."""
+  head, tail = os.path.split(path)
+  while tail:
+    match = _TEMP_NAME.match(tail)
+    if match:
+      return os.path.join(head, match.group("name"))
+    head, tail = os.path.split(head)
+  return path
+
+
+# Errors of a write that the user fixes by freeing space or choosing another folder.
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+def write_error_message(error, outputs=(), flag_name="--output_file"):
+  """The one-line message for an `OSError` of `WRITE_ERRNOS` (disk full, quota, file size limit,
+  read-only file system), naming the output rather than its temporary name (`outputs`: the
+  outputs being written, named when the error carries no file name); None for other errors."""
+  if not isinstance(error, OSError) or error.errno not in WRITE_ERRNOS:
+    return None
+  if error.filename:
+    where = final_path_of(error.filename)
+  elif len(outputs) == 1:
+    where = final_path_of(outputs[0])
+  elif outputs:
+    where = f"the outputs in {os.path.dirname(os.path.abspath(final_path_of(outputs[0])))}"
+  else:
+    where = "the output"
+  return (f"{flag_name}: cannot write {where}: {error.strerror or os.strerror(error.errno)} "
+          "(no complete-looking output was left; free space or choose another folder)")
 
 
 def remove_stale_temporaries(paths, kinds=("tmp",)):
