@@ -68,7 +68,7 @@ def define_flags():
 
 def options_from_flags(fv=None):
   """The `classification.RunOptions` of the parsed flags."""
-  from bert_tf.finetuning.classification import RunOptions
+  from bert_tf.finetuning.run_options import RunOptions
   fv = fv or FLAGS
   validate_runtime_flags(fv)
   strategy, tpu, steps_per_loop = common.resolve_legacy_tpu_flags(fv)
@@ -93,9 +93,12 @@ def options_from_flags(fv=None):
 def main(argv):
   if len(argv) > 1:
     raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from bert_tf.finetuning import run_options
+  opts = options_from_flags()
+  inputs = run_options.preflight(opts)  # flags, files and every row, before TensorFlow loads
   from bert_tf.finetuning.classification import run_classifier
   logging.set_verbosity(logging.INFO)
-  run_classifier(options_from_flags())
+  run_classifier(opts, inputs)
 
 
 def run():

@@ -15,16 +15,16 @@ Readable top to bottom:
 import dataclasses
 import os
 import time
-from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from bert_tf.finetuning.classifier_data import GenericProcessor, load_labels
 from bert_tf.configs import BertConfig
 from bert_tf.errors import UsageError
-from bert_tf.utils.io_utils import atomic_output, read_eval_results, write_eval_results  # noqa: F401 (re-exported)
+from bert_tf.finetuning import run_options
+from bert_tf.finetuning.run_options import RunOptions  # noqa: F401 (re-exported)
+from bert_tf.utils.io_utils import atomic_output, is_remote, read_eval_results, write_eval_results  # noqa: F401 (re-exported)
 from bert_tf.pretraining.training import write_scalar_summary
 
 # ----------------------------------------------------------------------------------------------
@@ -506,69 +506,19 @@ def checkpoint_prefix_in(directory):
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class RunOptions:
-  """What `run_classifier.py` does; the fields are its flags (see bert_tf/cli/run_classifier.py)."""
-  task_name: str
-  data_dir: str
-  vocab_file: Optional[str]  # None: the vocab of a Hugging Face --init_checkpoint
-  output_dir: str
-  bert_config_file: Optional[str] = None
-  init_checkpoint: Optional[str] = None
-  do_lower_case: Optional[bool] = True  # None: a Hugging Face checkpoint's tokenizer setting, else True
-  max_seq_length: int = 128
-  do_train: bool = False
-  do_eval: bool = False
-  do_predict: bool = False
-  train_batch_size: int = 32
-  eval_batch_size: int = 8
-  predict_batch_size: int = 8
-  learning_rate: float = 5e-5
-  num_train_epochs: float = 3.0
-  warmup_proportion: float = 0.1
-  save_checkpoints_steps: int = 1000
-  export_dir: Optional[str] = None
-  distribution_strategy: str = "auto"
-  tpu: Optional[str] = None
-  mixed_precision: str = "float32"
-  jit_compile: bool = False
-  skip_padding: bool = True
-  steps_per_loop: int = 1
-  log_steps: int = 100
-  keep_checkpoint_max: int = 5
-  xnli_language: str = "zh"
-  text_a_column: str = "sentence"
-  text_b_column: Optional[str] = None
-  label_column: str = "label"
-  seed: int = 12345
-  strict_checkpoint: bool = False
-
-
 def _init_is_hf(opts):
   from bert_tf.checkpoints.huggingface import is_hf_directory
   return bool(opts.init_checkpoint) and is_hf_directory(opts.init_checkpoint)
 
 
 def _check_options(opts):
-  if not (opts.do_train or opts.do_eval or opts.do_predict or opts.export_dir):
-    raise UsageError("at least one of --do_train, --do_eval, --do_predict or --export_dir is needed")
-  for name in ("task_name", "data_dir", "vocab_file", "output_dir"):
-    if not getattr(opts, name) and not (name == "vocab_file" and _init_is_hf(opts)):
-      raise UsageError(f"--{name} is required")
-  if not os.path.isdir(opts.data_dir) and "://" not in opts.data_dir:
+  """What `run_options.preflight` leaves to TensorFlow: remote paths, a Hugging Face folder."""
+  if not opts.vocab_file and not _init_is_hf(opts):
+    raise UsageError("--vocab_file is required")
+  if is_remote(opts.data_dir) and not tf.io.gfile.isdir(opts.data_dir):
     raise UsageError(f"--data_dir={opts.data_dir}: not a directory")
   if opts.vocab_file and not tf.io.gfile.exists(opts.vocab_file):
     raise UsageError(f"--vocab_file={opts.vocab_file}: file not found")
-  for name in ("train_batch_size", "eval_batch_size", "predict_batch_size", "max_seq_length",
-               "save_checkpoints_steps"):
-    if getattr(opts, name) < 1:
-      raise UsageError(f"--{name} must be >= 1, got {getattr(opts, name)}")
-  if opts.max_seq_length < 3:
-    raise UsageError(f"--max_seq_length must be at least 3 ([CLS] a [SEP]), got {opts.max_seq_length}")
-  if opts.do_train and opts.num_train_epochs <= 0:
-    raise UsageError(f"--num_train_epochs must be positive, got {opts.num_train_epochs}")
-  if not 0.0 <= opts.warmup_proportion < 1.0:
-    raise UsageError(f"--warmup_proportion must be in [0, 1), got {opts.warmup_proportion}")
 
 
 def bert_config_for(opts):
@@ -596,21 +546,6 @@ def bert_config_for(opts):
     raise UsageError(f"--max_seq_length={opts.max_seq_length} is longer than max_position_embeddings "
                      f"({config.max_position_embeddings}) of {path}")
   return config
-
-
-def _resolve_labels(opts, processor, labels_path):
-  """Fixes the processor's labels: discovered (generic, training) or read from labels.json."""
-  saved = load_labels(labels_path) if tf.io.gfile.exists(labels_path) else None
-  if isinstance(processor, GenericProcessor):
-    if opts.do_train:
-      processor.discover_labels(opts.data_dir)
-    elif saved is not None:
-      processor.labels = tuple(saved["labels"])
-    else:
-      raise UsageError(f"--task_name=generic: no {labels_path} (the labels are saved by --do_train)")
-  if saved is not None and not opts.do_train and saved.get("labels") != processor.get_labels():
-    raise UsageError(f"{labels_path}: labels {saved.get('labels')} differ from the task's "
-                     f"{processor.get_labels()}")
 
 
 def _build(opts, config, num_labels, strategy, num_train_steps):
@@ -670,11 +605,17 @@ def _prefixed(results, suffix):
   return {head + key: value for key, value in results.items()}
 
 
-def run_classifier(opts):
+def run_classifier(opts, inputs=None):
   """Trains, evaluates, predicts and exports as the options say; returns the eval results dict.
+
+  Every input is checked before the first write: flags, files, every row of every split the run
+  reads, the config, the vocab and --init_checkpoint (loaded into the model); only then is
+  --output_dir created and labels.json written.
 
   Args:
     opts: `RunOptions`.
+    inputs: what `run_options.preflight(opts)` returned (the command line runs it before it
+      imports TensorFlow), or None to run it here.
 
   Returns:
     dict of what eval_results.txt holds (empty when --do_eval is off).
@@ -685,6 +626,7 @@ def run_classifier(opts):
   from bert_tf.checkpoints.huggingface import hf_vocab_file, resolve_do_lower_case
   from bert_tf.text.tokenization import validate_case_matches_checkpoint
   from bert_tf.pretraining.training import create_strategy, set_precision_policy
+  inputs = inputs or run_options.preflight(opts)
   _check_options(opts)
   config = bert_config_for(opts)
   opts = dataclasses.replace(opts, do_lower_case=resolve_do_lower_case(opts.do_lower_case,
@@ -692,17 +634,19 @@ def run_classifier(opts):
   if not opts.vocab_file:  # a Hugging Face --init_checkpoint (see _check_options)
     opts = dataclasses.replace(opts, vocab_file=hf_vocab_file(opts.init_checkpoint,
                                                               opts.output_dir))
-  processor = classifier_data.get_processor(
-      opts.task_name, xnli_language=opts.xnli_language, text_a_column=opts.text_a_column,
-      text_b_column=opts.text_b_column, label_column=opts.label_column)
+  processor, train_examples = inputs.processor, inputs.train
   validate_case_matches_checkpoint(opts.do_lower_case, opts.init_checkpoint)
   labels_path = os.path.join(opts.output_dir, classifier_data.LABELS_FILENAME)
-  _resolve_labels(opts, processor, labels_path)
   if not opts.do_train and not opts.init_checkpoint and not checkpoint_prefix_in(opts.output_dir):
     raise UsageError(f"nothing to evaluate, predict or export: --output_dir={opts.output_dir} "
                      "holds no checkpoint and no --init_checkpoint is given (add --do_train?)")
-  tf.io.gfile.makedirs(opts.output_dir)
   num_labels = 1 if processor.is_regression else len(processor.get_labels())
+  num_train_steps = 0
+  if opts.do_train:
+    num_train_steps = int(len(train_examples) / opts.train_batch_size * opts.num_train_epochs)
+    if num_train_steps < 1:
+      raise UsageError(f"{len(train_examples)} training examples make no whole batch of "
+                       f"--train_batch_size={opts.train_batch_size}")
 
   keras.utils.set_random_seed(opts.seed)  # the classifier's initial weights and dropout
   set_precision_policy(opts.mixed_precision)
@@ -711,24 +655,18 @@ def run_classifier(opts):
   if encoder.vocab_size > config.vocab_size:
     raise UsageError(f"--vocab_file={opts.vocab_file} has {encoder.vocab_size} ids but the model's "
                      f"vocab_size is {config.vocab_size}")
-
-  train_examples, num_train_steps = None, 0
-  if opts.do_train:
-    train_examples = processor.examples(opts.data_dir, "train")
-    num_train_steps = int(len(train_examples) / opts.train_batch_size * opts.num_train_epochs)
-    if num_train_steps < 1:
-      raise UsageError(f"{len(train_examples)} training examples make no whole batch of "
-                       f"--train_batch_size={opts.train_batch_size}")
-    classifier_data.save_labels(labels_path, processor)
   model, optimizer, checkpoint = _build(opts, config, num_labels, strategy, num_train_steps)
   manager = tf.train.CheckpointManager(checkpoint, opts.output_dir,
                                        max_to_keep=opts.keep_checkpoint_max, checkpoint_name="ckpt")
-  origin = restore_or_initialize(opts, checkpoint, manager, model)
+  origin = restore_or_initialize(opts, checkpoint, manager, model)  # a bad checkpoint stops here
   if origin != "resumed" and not opts.do_train:
     logging.warning("No fine-tuned checkpoint in --output_dir=%s: using --init_checkpoint=%s "
                     "as it is", opts.output_dir, opts.init_checkpoint)
 
+  # Every input is valid: the first writes.
+  tf.io.gfile.makedirs(opts.output_dir)
   if opts.do_train:
+    classifier_data.save_labels(labels_path, processor)
     labels = classifier_data.label_ids(processor, train_examples)
     logging.info("Training: %d examples, batch %d, %d steps (%d warmup)", len(train_examples),
                  opts.train_batch_size, num_train_steps,
@@ -745,11 +683,8 @@ def run_classifier(opts):
   predictor = Predictor(model, strategy, processor.is_regression, opts.jit_compile)
   results = {}
   if opts.do_eval:
-    for suffix in _available(processor, opts.data_dir, "dev"):
-      examples = processor.examples(opts.data_dir, "dev", suffix)
+    for suffix, examples in inputs.dev.items():
       labels = classifier_data.label_ids(processor, examples)
-      if labels is None:
-        raise UsageError(f"--data_dir={opts.data_dir}: the dev set has no labels to evaluate")
       dataset = inference_dataset(examples, encoder, processor.has_text_b, opts.eval_batch_size)
       metrics, _ = evaluate(predictor, dataset, labels, processor.metric)
       results.update(_prefixed(metrics, suffix))
@@ -764,8 +699,7 @@ def run_classifier(opts):
       logging.info("  %s = %s", key, results[key])
 
   if opts.do_predict:
-    for suffix in _available(processor, opts.data_dir, "test"):
-      examples = processor.examples(opts.data_dir, "test", suffix)
+    for suffix, examples in inputs.test.items():
       dataset = inference_dataset(examples, encoder, processor.has_text_b, opts.predict_batch_size)
       outputs, _ = predictor(dataset)
       name = f"test_results_{suffix}.tsv" if suffix else "test_results.tsv"
@@ -780,16 +714,3 @@ def run_classifier(opts):
                                 "global_step": global_step})
     logging.info("Exported the SavedModel to %s", opts.export_dir)
   return results
-
-
-def _available(processor, data_dir, split):
-  """The suffixes of `split` to read: the main file always, extra files only when present."""
-  suffixes = [""]
-  for suffix in processor.optional_suffixes(split):
-    path = os.path.join(data_dir, processor.split_files(split)[suffix].filename)
-    if tf.io.gfile.exists(path):
-      suffixes.append(suffix)
-    else:
-      logging.info("%s not found; skipping the %s %s set", path, suffix, split)
-  return suffixes
-

@@ -29,7 +29,7 @@ import numpy as np
 from absl import logging
 
 from bert_tf.errors import UsageError
-from bert_tf.utils.io_utils import open_text
+from bert_tf.utils.io_utils import TextLines, open_text
 
 # ----------------------------------------------------------------------------------------------
 # Examples and file reading
@@ -99,31 +99,35 @@ def read_rows(path):
 
   Yields:
     (line_number, row): `row` is a list of strings for TSV / CSV and a dict for JSONL;
-    `line_number` counts from 1 and is where the row starts.
+    `line_number` counts from 1 and is where the row starts. Bytes that are not UTF-8 become
+    U+FFFD, with a warning naming the file and the first such line once the file is read.
   """
   if not os.path.exists(path) and "://" not in path:
     raise UsageError(f"{path}: file not found (check --data_dir)")
   fmt = _sniff_format(path)
-  with open_text(path, encoding="utf-8-sig") as f:  # a leading byte-order mark is not data
-    if fmt == "jsonl":
-      for number, line in enumerate(f, start=1):
-        if not line.strip():
-          continue
-        try:
-          row = json.loads(line)
-        except json.JSONDecodeError as e:
-          raise UsageError(f"{path}:{number}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-          raise UsageError(f"{path}:{number}: expected a JSON object per line")
-        yield number, row
-      return
+  lines = TextLines(path, skip_bom=True)  # a leading byte-order mark is not data
+  if fmt == "jsonl":
+    for number, line in enumerate(lines, start=1):
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise UsageError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+      if not isinstance(row, dict):
+        raise UsageError(f"{path}:{number}: expected a JSON object per line")
+      yield number, row
+  else:
     if fmt == "csv":
-      reader = csv.reader(f)
+      reader = csv.reader(lines)
     else:
-      reader = csv.reader(f, delimiter="\t", quotechar=None)
+      reader = csv.reader(lines, delimiter="\t", quotechar=None)
     for row in reader:
       # csv.reader counts physical lines; a quoted CSV field may span several.
       yield reader.line_num, row
+  if lines.bad_lines:
+    logging.warning("%s:%d: not valid UTF-8 (%d line(s) in the file, this one first); their bad "
+                    "bytes became U+FFFD", path, lines.first_bad_line, lines.bad_lines)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,143 @@
+"""Bad input and faults of run_classifier.py, run as a user runs it (a subprocess).
+
+Each case asserts the exit status, the one `error:` line naming the flag, file or line at fault,
+and that nothing was written (no --output_dir, no labels.json). Errors found before TensorFlow is
+imported also print nothing else: no start-up noise. Cases that were already handled are in the
+matrix too, so that it documents the command's behaviour (docs/errors.md).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import DATA_DIR, REPO_ROOT
+
+VOCAB = os.path.join(DATA_DIR, "vocab", "bert-base-uncased-vocab.txt")
+SCRIPT = os.path.join(REPO_ROOT, "run_classifier.py")
+TINY_CONFIG = {"vocab_size": 30522, "hidden_size": 16, "num_hidden_layers": 1,
+               "num_attention_heads": 2, "intermediate_size": 32, "hidden_act": "gelu",
+               "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+               "max_position_embeddings": 32, "type_vocab_size": 2, "initializer_range": 0.02}
+
+
+def _run(args, timeout=240):
+  env = dict(os.environ)
+  env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user's shell has it: the noise, if any, shows
+  return subprocess.run([sys.executable, SCRIPT] + args, capture_output=True, text=True, env=env,
+                        timeout=timeout)
+
+
+def _sentiment(folder, sizes):
+  """train/dev/test.tsv of the bundled SST-2-style data, `sizes` rows each (+ the header)."""
+  folder.mkdir(parents=True, exist_ok=True)
+  for split, n in sizes.items():
+    with open(os.path.join(DATA_DIR, "sentiment", f"{split}.tsv"), encoding="utf-8") as f:
+      lines = f.readlines()[:n + 1]
+    (folder / f"{split}.tsv").write_text("".join(lines), encoding="utf-8")
+  return folder
+
+
+def _base(tmp_path, data, **flags):
+  config = tmp_path / "bert_config.json"
+  if not config.exists():
+    config.write_text(json.dumps(TINY_CONFIG))
+  values = {"task_name": "sst-2", "data_dir": data, "vocab_file": VOCAB,
+            "bert_config_file": config, "output_dir": tmp_path / "out", "max_seq_length": 16,
+            "train_batch_size": 4, "eval_batch_size": 4}
+  values.update(flags)
+  args = [f"--{k}={v}" for k, v in values.items() if v is not None and not isinstance(v, bool)]
+  return args + [f"--{k}" if v else f"--no{k}" for k, v in values.items() if isinstance(v, bool)]
+
+
+def _error_line(proc):
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+  assert len(errors) == 1, proc.stderr[-3000:]
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  return errors[0][len("error: "):]
+
+
+def test_flag_file_and_row_errors_come_before_tensorflow_without_noise(tmp_path):
+  """Issues 9 and 10: every flag, file and row (dev and test included) is checked before
+  TensorFlow is imported and before anything is written; stderr holds the error line alone."""
+  data = _sentiment(tmp_path / "data", {"train": 12, "dev": 8, "test": 8})
+  bad_dev = _sentiment(tmp_path / "bad_dev", {"train": 12, "dev": 8})
+  with open(bad_dev / "dev.tsv", "a", encoding="utf-8") as f:
+    f.write("a sentence without its label\n")  # line 10: header + 8 rows + this
+  bad_test = _sentiment(tmp_path / "bad_test", {"train": 12, "test": 4})
+  with open(bad_test / "test.tsv", "a", encoding="utf-8") as f:
+    f.write("\t1\n")  # line 6: an empty sentence
+  not_a_dir = tmp_path / "file_not_dir"
+  not_a_dir.write_text("x")
+  out = tmp_path / "out"
+  cases = [
+      # Already handled (now without TensorFlow's start-up).
+      (_base(tmp_path, data), "at least one of --do_train, --do_eval, --do_predict or "
+                              "--export_dir is needed"),
+      (_base(tmp_path, tmp_path / "missing", do_train=True),
+       f"--data_dir={tmp_path / 'missing'}: not a directory"),
+      (_base(tmp_path, data, do_train=True, vocab_file=tmp_path / "vocab.txt"),
+       f"--vocab_file={tmp_path / 'vocab.txt'}: file not found"),
+      (_base(tmp_path, data, do_train=True, task_name="sst-3"),
+       "--task_name='sst-3' is not one of: cola, mnli, mrpc, xnli, sst-2, qnli, qqp, rte, wnli, "
+       "sts-b, generic"),
+      (_base(tmp_path, data, do_train=True, train_batch_size=0),
+       "--train_batch_size must be >= 1, got 0"),
+      (_base(tmp_path, data, do_train=True, warmup_proportion=1.5),
+       "--warmup_proportion must be in [0, 1), got 1.5"),
+      # New before TensorFlow: a missing config or checkpoint, an output path that is a file.
+      (_base(tmp_path, data, do_train=True, bert_config_file=tmp_path / "none.json"),
+       f"--bert_config_file={tmp_path / 'none.json'}: file not found"),
+      (_base(tmp_path, data, do_train=True, init_checkpoint=tmp_path / "ckpt" / "model.ckpt"),
+       f"--init_checkpoint={tmp_path / 'ckpt' / 'model.ckpt'}: no such checkpoint (neither a "
+       f"folder nor {tmp_path / 'ckpt' / 'model.ckpt'}.index exists)"),
+      (_base(tmp_path, data, do_train=True, output_dir=not_a_dir),
+       f"--output_dir={not_a_dir}: exists and is not a directory"),
+      # Issue 9: dev.tsv and test.tsv were read only after training.
+      (_base(tmp_path, bad_dev, do_train=True, do_eval=True),
+       f"{bad_dev / 'dev.tsv'}:10: expected 2 tab-separated fields, found 1"),
+      (_base(tmp_path, bad_test, do_train=True, do_predict=True),
+       f"{bad_test / 'test.tsv'}:6: empty text in column 'sentence'"),
+  ]
+  for args, message in cases:
+    proc = _run(args)
+    assert proc.returncode == 2, (args, proc.stderr[-3000:])
+    assert _error_line(proc) == message
+    assert proc.stderr == f"error: {message}\n"  # no CUDA / absl start-up lines
+    assert proc.stdout == ""
+    assert not out.exists(), args
+
+
+def test_non_utf8_bytes_are_a_warning_naming_the_file_and_first_line(tmp_path):
+  """Issue 8: the bytes became U+FFFD silently. The run below also stops at a bad dev.tsv, before
+  TensorFlow: the warning for train.tsv is printed first."""
+  data = _sentiment(tmp_path / "data", {"train": 12, "dev": 4})
+  train = data / "train.tsv"
+  lines = train.read_bytes().split(b"\n")
+  lines[3] = lines[3].replace(b" ", b" \xe9 ", 1)  # line 4: Latin-1 bytes in a UTF-8 file
+  lines[7] = lines[7].replace(b" ", b" \xff ", 1)
+  train.write_bytes(b"\n".join(lines))
+  with open(data / "dev.tsv", "a", encoding="utf-8") as f:
+    f.write("no label\n")
+  proc = _run(_base(tmp_path, data, do_train=True, do_eval=True))
+  assert proc.returncode == 2
+  assert _error_line(proc) == f"{data / 'dev.tsv'}:6: expected 2 tab-separated fields, found 1"
+  warnings = [line for line in proc.stderr.splitlines() if "UTF-8" in line]
+  assert len(warnings) == 1 and warnings[0].endswith(
+      f"] {train}:4: not valid UTF-8 (2 line(s) in the file, this one first); their bad bytes "
+      "became U+FFFD"), proc.stderr
+
+
+def test_a_bad_init_checkpoint_is_refused_before_anything_is_written(tmp_path):
+  """Issue 9: labels.json (and the output folder) were written before --init_checkpoint failed
+  to load. One TensorFlow run: the checkpoint exists, so only loading it can tell."""
+  data = _sentiment(tmp_path / "data", {"train": 12, "dev": 4})
+  broken = tmp_path / "ckpt"
+  broken.mkdir()
+  (broken / "model.ckpt.index").write_bytes(b"not a checkpoint index")
+  proc = _run(_base(tmp_path, data, do_train=True, do_eval=True,
+                    init_checkpoint=broken / "model.ckpt"))
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert _error_line(proc) == (f"{broken / 'model.ckpt'}: cannot read checkpoint "
+                               f"{broken / 'model.ckpt'}: file is too short to be an sstable")
+  assert not (tmp_path / "out").exists()
