@@ -51,6 +51,7 @@ def tfidf(texts, vocab, idf):
 
 def fit_logistic(x, y, C, steps=3000):
   """argmin_w,b sum(logloss) + ||w||^2 / (2C), by gradient descent with momentum."""
+  x = np.asarray(x, np.float64)  # once, not an upcast copy per step
   n, d = x.shape
   w, b = np.zeros(d), 0.0
   vw, vb = np.zeros(d), 0.0
