@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo test bench install clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml setup.py bert_tf/pretraining_data/_kernels.c
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -e '.[test,bench,demo,beam]'

@@ -18,6 +18,7 @@ from bert_tf.pretraining_data import instances as pretraining_data
 from bert_tf.pretraining_data import job as pretraining_job
 from bert_tf.pretraining_data import records as pretraining_records
 from bert_tf.pretraining_data import pyrandom
+from bert_tf.pretraining_data import pyrandom_jit
 from bert_tf.errors import UsageError
 
 VOCAB = "vocab/bert-base-uncased-vocab.txt"
@@ -76,14 +77,14 @@ def test_compiled_draws_equal_python_random_on_many_seeds():
     state = pyrandom.state_from_seed(seed)
     rng = random.Random(seed)
     for n in (1, 2, 3, 7, 64, 65, 125, 30522, 2**31 - 1, 2**40 + 7):
-      assert [pyrandom.randbelow(state, n) for _ in range(25)] == [rng._randbelow(n) for _ in range(25)]
-    assert [pyrandom.random_float(state) for _ in range(50)] == [rng.random() for _ in range(50)]
-    assert [pyrandom.randint(state, 2, 125) for _ in range(50)] == [rng.randint(2, 125) for _ in range(50)]
-    assert [pyrandom.getrandbits(state, k) for k in (1, 5, 32, 33, 63)] == [
+      assert [pyrandom_jit.randbelow(state, n) for _ in range(25)] == [rng._randbelow(n) for _ in range(25)]
+    assert [pyrandom_jit.random_float(state) for _ in range(50)] == [rng.random() for _ in range(50)]
+    assert [pyrandom_jit.randint(state, 2, 125) for _ in range(50)] == [rng.randint(2, 125) for _ in range(50)]
+    assert [pyrandom_jit.getrandbits(state, k) for k in (1, 5, 32, 33, 63)] == [
         rng.getrandbits(k) for k in (1, 5, 32, 33, 63)]
     values = list(range(300))
     rng.shuffle(values)
-    assert pyrandom.permutation(state, 300).tolist() == values
+    assert pyrandom_jit.permutation(state, 300).tolist() == values
     # The state round-trips: both generators continue identically.
     assert pyrandom.state_to_python(state).random() == rng.random()
 

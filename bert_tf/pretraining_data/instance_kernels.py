@@ -1,17 +1,18 @@
-"""The compiled loops of `pretraining_data`: instances and their masks, in the original's order.
+"""The numba loops of `instances`: instances and their masks, in the original's order.
 
-They live apart from `pretraining_data` so that importing that module (the options, the documents,
-the tokenized-text layout) does not load numba: loading numba and its compiled code takes a few
-tenths of a second, which `pretraining_job` overlaps with tokenizing the first shards.
+The C extension `_kernels.c` has the same loops and runs by default; these are its fallback where
+it could not be built, and the reference the tests compare it with (see `kernels`). They live
+apart from `instances` so that importing that module (the options, the documents, the
+tokenized-text layout) does not load numba.
 
-Every random choice is drawn from the `pyrandom` state passed in, in google-research/bert's order.
-Variable names follow the original's where one exists.
+Every random choice is drawn from the `pyrandom` state passed in (with `pyrandom_jit`), in
+google-research/bert's order. Variable names follow the original's where one exists.
 """
 
 import numba
 import numpy as np
 
-from bert_tf.pretraining_data import pyrandom
+from bert_tf.pretraining_data import pyrandom_jit
 
 
 @numba.njit(cache=True)
@@ -56,7 +57,7 @@ def _mask_instance(state, tokens, a_start, a_length, b_start, b_length, max_pred
     num_candidates += 1
 
   order = np.arange(num_groups)
-  pyrandom.shuffle(state, order)
+  pyrandom_jit.shuffle(state, order)
 
   num_to_predict = min(max_predictions, max(1, _python_round(num_tokens * masked_lm_prob)))
   num_masked = 0
@@ -68,12 +69,12 @@ def _mask_instance(state, tokens, a_start, a_length, b_start, b_length, max_pred
       continue
     for c in range(group_begin[group], group_end[group]):
       position = cand_positions[c]
-      if pyrandom.random_float(state) < 0.8:
+      if pyrandom_jit.random_float(state) < 0.8:
         replacement = mask_id
-      elif pyrandom.random_float(state) < 0.5:
+      elif pyrandom_jit.random_float(state) < 0.5:
         replacement = _token_at(tokens, position, a_start, a_length, b_start)
       else:
-        replacement = random_word_ids[pyrandom.randbelow(state, random_word_ids.shape[0])]
+        replacement = random_word_ids[pyrandom_jit.randbelow(state, random_word_ids.shape[0])]
       out_positions[num_masked] = position
       out_tokens[num_masked] = replacement
       num_masked += 1
@@ -125,7 +126,7 @@ def create_instances(tokens, sentence_starts, document_starts, state, max_seq_le
   """All instances of a shard in output order (the original's create_training_instances)."""
   num_documents = document_starts.shape[0] - 1
   # rng.shuffle(all_documents): shuffled slot d holds document doc_order[d].
-  doc_order = pyrandom.permutation(state, num_documents)
+  doc_order = pyrandom_jit.permutation(state, num_documents)
   max_num_tokens = max_seq_length - 3
 
   # A first guess of the instance count; the arrays double when it is exceeded.
@@ -145,8 +146,8 @@ def create_instances(tokens, sentence_starts, document_starts, state, max_seq_le
       num_sentences = document_starts[doc + 1] - first
 
       target_seq_length = max_num_tokens
-      if pyrandom.random_float(state) < short_seq_prob:
-        target_seq_length = pyrandom.randint(state, 2, max_num_tokens)
+      if pyrandom_jit.random_float(state) < short_seq_prob:
+        target_seq_length = pyrandom_jit.randint(state, 2, max_num_tokens)
 
       chunk_begin = 0  # first sentence (within the document) of the current chunk
       current_length = 0
@@ -158,22 +159,22 @@ def create_instances(tokens, sentence_starts, document_starts, state, max_seq_le
           chunk_size = i - chunk_begin + 1
           a_end = 1
           if chunk_size >= 2:
-            a_end = pyrandom.randint(state, 1, chunk_size - 1)
+            a_end = pyrandom_jit.randint(state, 1, chunk_size - 1)
           span_a_start = sentence_starts[first + chunk_begin]
           span_a_length = sentence_starts[first + chunk_begin + a_end] - span_a_start
 
-          if chunk_size == 1 or pyrandom.random_float(state) < 0.5:
+          if chunk_size == 1 or pyrandom_jit.random_float(state) < 0.5:
             random_next = 1
             target_b_length = target_seq_length - span_a_length
             random_document_index = 0
             for _attempt in range(10):
-              random_document_index = pyrandom.randint(state, 0, num_documents - 1)
+              random_document_index = pyrandom_jit.randint(state, 0, num_documents - 1)
               if random_document_index != document_index:
                 break
             random_doc = doc_order[random_document_index]
             random_first = document_starts[random_doc]
             random_count = document_starts[random_doc + 1] - random_first
-            random_start = pyrandom.randint(state, 0, random_count - 1)
+            random_start = pyrandom_jit.randint(state, 0, random_count - 1)
             span_b_start = sentence_starts[random_first + random_start]
             span_b_length = 0
             for j in range(random_start, random_count):
@@ -189,7 +190,7 @@ def create_instances(tokens, sentence_starts, document_starts, state, max_seq_le
 
           # truncate_seq_pair: drop a token from a random end of the longer side (B on ties).
           while span_a_length + span_b_length > max_num_tokens:
-            front = pyrandom.random_float(state) < 0.5
+            front = pyrandom_jit.random_float(state) < 0.5
             if span_a_length > span_b_length:
               if front:
                 span_a_start += 1
@@ -219,6 +220,6 @@ def create_instances(tokens, sentence_starts, document_starts, state, max_seq_le
         i += 1
 
   # rng.shuffle(instances): output slot k holds instance order[k].
-  order = pyrandom.permutation(state, count)
+  order = pyrandom_jit.permutation(state, count)
   return (a_start[order], a_length[order], b_start[order], b_length[order], is_random_next[order],
           num_masked[order], masked_positions[order], masked_tokens[order])

@@ -8,7 +8,8 @@ vocab word; whole words on request), and all instances of the shard are shuffled
 
 Every random choice is drawn, in the original's order, from a Mersenne Twister with the state of
 `random.Random(seed)` (see `pyrandom`), so a shard seeded with `--random_seed` produces the original
-script's records one for one. The loops are compiled with numba; instances are kept compactly as
+script's records one for one. The loops are compiled (`kernels`: a C extension built at install
+time, numba where none could be built); instances are kept compactly as
 token spans plus masked positions, and expanded only when serialized.
 
 `build_shard_instances` is the pure per-shard step (text + shard index + options -> instances in
@@ -236,22 +237,21 @@ def build_shard_instances(lines, shard_index, options, tokenize_batch_ids, table
 
 def create_instances(documents, shard_index, options, tables):
   """Builds and shuffles the instances of tokenized documents (see `build_shard_instances`)."""
-  from bert_tf.pretraining_data import instance_kernels
-  from bert_tf.pretraining_data import pyrandom  # numba: loaded on first use (see instance_kernels)
-  state = pyrandom.state_from_seed(shard_seed(options.random_seed, shard_index))
-  arrays = instance_kernels.create_instances(
-      documents.tokens, documents.sentence_starts, documents.document_starts, state,
-      options.max_seq_length, options.max_predictions_per_seq, float(options.masked_lm_prob),
-      float(options.short_seq_prob), options.dupe_factor, bool(options.do_whole_word_mask),
-      tables.is_subword, tables.random_word_ids, tables.mask_id)
+  from bert_tf.pretraining_data import kernels  # the C extension, or numba loaded on first use
+  arrays = kernels.create_instances(
+      documents.tokens, documents.sentence_starts, documents.document_starts,
+      shard_seed(options.random_seed, shard_index), options.max_seq_length,
+      options.max_predictions_per_seq, float(options.masked_lm_prob), float(options.short_seq_prob),
+      options.dupe_factor, bool(options.do_whole_word_mask), tables.is_subword, tables.random_word_ids,
+      tables.mask_id)
   return ShardInstances(documents, tables, options, *arrays)
 
 
 def warm_up():
-  """Loads (or compiles) the compiled code on a tiny shard.
+  """Loads the compiled code on a tiny shard (with numba kernels: loads or compiles them).
 
   Numba's work here is mostly outside the GIL, so running this in a thread while the vocab and the
-  tokenizer load hides most of its cost.
+  tokenizer load hides most of its cost; the C extension takes a millisecond.
   """
   vocab = {token: i for i, token in enumerate(["[PAD]", "[CLS]", "[SEP]", "[MASK]", "a", "##b", "c", "d"])}
   documents = Documents(tokens=np.array([4, 5, 6, 7, 4, 6], np.int32),

@@ -1,7 +1,6 @@
-"""The compiled serializer of `pretraining_records`: instances -> `tf.train.Example` bytes.
+"""The numba serializer of `records`: instances -> `tf.train.Example` bytes.
 
-Kept apart so that importing `pretraining_records` (the writers) does not load numba; see
-`instance_kernels`.
+The fallback of the C extension and its reference, as `instance_kernels` (see `kernels`).
 """
 
 import numba

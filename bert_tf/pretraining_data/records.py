@@ -24,9 +24,8 @@ from bert_tf.utils import io_utils
 
 def masked_crc32c(data):
   """TFRecord's masked CRC-32C of `data` (bytes), as an int."""
-  from bert_tf.pretraining_data import record_kernels as k
-  buffer = np.frombuffer(data, dtype=np.uint8)
-  return int(k.masked_crc(k.CRC_TABLE, buffer, 0, len(buffer)))
+  from bert_tf.pretraining_data import kernels
+  return kernels.masked_crc(data)
 
 
 def serialize_instances(shard, begin, end, framed=True):
@@ -39,13 +38,12 @@ def serialize_instances(shard, begin, end, framed=True):
   Returns:
     `(buffer, ends)`: uint8 array of the records back to back, int64 end offset of each record.
   """
-  from bert_tf.pretraining_data import record_kernels as k  # numba: loaded on first use
+  from bert_tf.pretraining_data import kernels  # the C extension, or numba loaded on first use
   s = slice(begin, end)
-  return k.serialize(shard.documents.tokens, shard.a_start[s], shard.a_length[s], shard.b_start[s],
-                     shard.b_length[s], shard.is_random_next[s], shard.num_masked[s],
-                     shard.masked_positions[s], shard.masked_tokens[s], shard.tables.cls_id,
-                     shard.tables.sep_id, shard.options.max_seq_length, framed, k.CRC_TABLE, k.KEY_BYTES,
-                     k.KEY_LENGTHS)
+  return kernels.serialize(shard.documents.tokens, shard.a_start[s], shard.a_length[s], shard.b_start[s],
+                           shard.b_length[s], shard.is_random_next[s], shard.num_masked[s],
+                           shard.masked_positions[s], shard.masked_tokens[s], shard.tables.cls_id,
+                           shard.tables.sep_id, shard.options.max_seq_length, framed)
 
 
 def instances_to_arrays(shard):
