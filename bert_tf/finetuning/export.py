@@ -67,14 +67,14 @@ class ClassifierServingModule(tf.Module):
 
 
 def float32_copy(model):
-  """A float32 twin of a (possibly mixed-precision, distributed) `BertClassifier`, same weights."""
+  """A float32 twin of a (possibly mixed-precision, distributed) fine-tuned model (a
+  `BertClassifier`, or any model whose `from_config(get_config())` rebuilds it), same weights."""
   import keras
 
-  from bert_tf.modeling import BertClassifier
   previous = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy("float32")
   try:
-    twin = BertClassifier(model.bert_config, model.num_classes, dropout_rate=model.dropout_rate)
+    twin = type(model).from_config(model.get_config())
   finally:
     keras.mixed_precision.set_global_policy(previous)
   dummy = {k: tf.zeros([1, 2], tf.int32) for k in ("input_ids", "input_mask", "segment_ids")}
@@ -99,14 +99,20 @@ def export_classifier(export_dir, model, encoder, labels, is_regression, has_tex
     export_dir.
   """
   module = ClassifierServingModule(float32_copy(model), encoder, labels, is_regression, has_text_b)
+  info = dict(metadata or {}, labels=list(labels), is_regression=bool(is_regression),
+              has_text_b=bool(has_text_b), max_seq_length=encoder.max_seq_length,
+              signature=SERVING_SIGNATURE,
+              inputs=["text_a", "text_b"] if has_text_b else ["text_a"])
+  return save_serving_module(export_dir, module, info)
+
+
+def save_serving_module(export_dir, module, info):
+  """Saves `module` (its `serve` function as the serving signature) with `info` as
+  assets.extra/labels.json, into a temporary folder renamed to `export_dir` once complete."""
   export_dir = export_dir.rstrip("/")
   tmp = temp_path_for(export_dir)
   try:
     tf.saved_model.save(module, tmp, signatures={SERVING_SIGNATURE: module.serve})
-    info = dict(metadata or {}, labels=list(labels), is_regression=bool(is_regression),
-                has_text_b=bool(has_text_b), max_seq_length=encoder.max_seq_length,
-                signature=SERVING_SIGNATURE,
-                inputs=["text_a", "text_b"] if has_text_b else ["text_a"])
     os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
     with open(os.path.join(tmp, "assets.extra", "labels.json"), "w", encoding="utf-8") as f:
       json.dump(info, f, indent=2)
