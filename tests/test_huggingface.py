@@ -18,7 +18,7 @@ import tensorflow as tf
 from safetensors.numpy import load_file, save_file
 
 from benchmarks.check_hf_parity import bert_tf_hidden_states, max_diff, numpy_bert
-from bert_tf.checkpoints import core, huggingface as hf
+from bert_tf.checkpoints import convert, core, huggingface as hf
 from bert_tf.configs import BertConfig
 from bert_tf.errors import UsageError
 from bert_tf.modeling import BertClassifier, BertEncoder, BertPretrainer
@@ -370,9 +370,9 @@ def write_torch_zip(path, tensors, monkeypatch):
                                     "BertForSequenceClassification"])
 def test_round_trip_hf_bert_tf_hf_is_bit_exact(tmp_path, layout):
   d = write_hf_dir(tmp_path / "hf", layout)
-  ckpt = hf.import_hf(d, str(tmp_path / "bert_tf"))
+  ckpt = convert.import_hf(d, str(tmp_path / "bert_tf"))
   assert os.path.exists(str(tmp_path / "bert_tf" / "bert_config.json"))
-  hf.export_hf(ckpt, None, str(tmp_path / "again"))
+  convert.export_hf(ckpt, None, str(tmp_path / "again"))
   before = load_file(os.path.join(d, "model.safetensors"))
   after = load_file(str(tmp_path / "again" / "model.safetensors"))
   assert sorted(after) == sorted(before)
@@ -412,7 +412,7 @@ def test_exported_pretrainer_reloads_with_the_same_outputs(tmp_path):
     np.testing.assert_array_equal(again(features)[key].numpy(), pretrainer(features)[key].numpy())
   # Into an existing HF directory: refused, nothing overwritten.
   with pytest.raises(UsageError, match="already holds config.json"):
-    hf.export_hf(str(run_dir), None, str(out))
+    convert.export_hf(str(run_dir), None, str(out))
 
 
 # ----------------------------------------------------------------------------------------------

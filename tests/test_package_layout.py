@@ -27,6 +27,11 @@ def _is_private(name):
   return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 
 
+def _same_package(module, package):
+  """A package's private modules (e.g. a compiled `_kernels`) are its own to import."""
+  return module.rpartition(".")[0] == package
+
+
 def _analyse(modules):
   """Returns ({module: set of bert_tf modules it imports}, [private-name uses])."""
   edges, private = {}, []
@@ -40,9 +45,11 @@ def _analyse(modules):
           if full in modules:
             targets.add(full)
             bound[alias.asname or alias.name] = full
+            if _is_private(alias.name) and not _same_package(module, node.module):
+              private.append(f"{path.name}:{node.lineno} imports {full}")
           else:
             targets.add(node.module)
-            if _is_private(alias.name):
+            if _is_private(alias.name) and not _same_package(module, node.module):
               private.append(f"{path.name}:{node.lineno} imports {full}")
       elif isinstance(node, ast.Import):
         for alias in node.names:

@@ -9,9 +9,10 @@ May import: bert_tf.configs, bert_tf.errors, bert_tf.utils, bert_tf.modeling, be
 """
 
 from bert_tf.checkpoints.core import (  # noqa: F401 (re-exported)
-    TF1_CHECKPOINT_NAME, define_flags, export_tf1, export_tf1_checkpoint, import_tf1,
-    init_from_checkpoint, is_tf1_checkpoint, load_google_checkpoint, main, resolve_checkpoint, run,
+    TF1_CHECKPOINT_NAME, export_tf1, export_tf1_checkpoint, import_tf1,
+    init_from_checkpoint, is_tf1_checkpoint, load_google_checkpoint, resolve_checkpoint,
     save_bert_tf_checkpoint)
 from bert_tf.checkpoints.huggingface import (  # noqa: F401 (re-exported)
-    export_hf, import_hf, init_from_hf, is_hf_directory, load_hf_model, read_hf_config,
+    init_from_hf, is_hf_directory, load_hf_model, read_hf_config,
     save_hf_directory)
+from bert_tf.checkpoints.convert import define_flags, export_hf, import_hf, main, run  # noqa: F401

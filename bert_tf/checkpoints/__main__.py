@@ -1,4 +1,4 @@
 """`python -m bert_tf.checkpoints`: the `bert-checkpoints` command."""
-from bert_tf.checkpoints.core import run
+from bert_tf.checkpoints.convert import run
 
 run()

@@ -27,12 +27,13 @@ import re
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import flags, logging
+from absl import logging
 
 from bert_tf.configs import BertConfig
-from bert_tf.errors import UsageError, run_main
+from bert_tf.errors import UsageError
 from bert_tf.utils.io_utils import atomic_write_text, temp_path_for
-from bert_tf.modeling import BertClassifier, BertEncoder, BertPretrainer
+from bert_tf.modeling import BertPretrainer
+from bert_tf.modeling.models import model_parts
 from bert_tf.modeling import tf1_names
 from bert_tf.modeling.layers import skip_weight_initialization
 
@@ -234,16 +235,6 @@ def _config_notes(config, config_source, vocab_shape, num_layers):
   return notes
 
 
-def model_parts(model):
-  """(encoder, pretrainer or None, classifier or None) of a supported model."""
-  if isinstance(model, BertPretrainer):
-    return model.encoder, model, None
-  if isinstance(model, BertClassifier):
-    return model.encoder, None, model
-  if isinstance(model, BertEncoder):
-    return model, None, None
-  raise TypeError(f"init_from_checkpoint: expected a BertPretrainer, BertClassifier or "
-                  f"BertEncoder, got {type(model).__name__}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -477,32 +468,6 @@ def save_bert_tf_checkpoint(pretrainer, output_dir, global_step=0):
   return path
 
 
-# ----------------------------------------------------------------------------------------------
-# Command line.
-
-FLAGS = flags.FLAGS
-
-
-def define_flags():
-  flags.DEFINE_string("import_tf1", None, "Original TF1 BERT checkpoint to convert into a bert_tf "
-                      "checkpoint (prefix, file or directory).")
-  flags.DEFINE_string("export_tf1", None, "bert_tf (or TF1) checkpoint to write as an original TF1 "
-                      "checkpoint (prefix, file or directory).")
-  flags.DEFINE_string("import_hf", None, "Hugging Face BERT directory (config.json, "
-                      "model.safetensors or pytorch_model.bin, vocab.txt or tokenizer.json) to "
-                      "convert into a bert_tf checkpoint.")
-  flags.DEFINE_string("export_hf", None, "bert_tf (or TF1) checkpoint to write as a Hugging Face "
-                      "directory into --output_dir (prefix, file or directory).")
-  flags.DEFINE_string("bert_config_file", None, "bert_config.json of the checkpoint; default: the "
-                      "bert_config.json beside it.")
-  flags.DEFINE_string("vocab_file", None, "--export_hf: the model's vocab.txt; default: the "
-                      "vocab.txt beside the checkpoint.")
-  flags.DEFINE_bool("do_lower_case", True, "--export_hf: the tokenizer's casing, written to "
-                    "tokenizer_config.json.")
-  flags.DEFINE_string("output_dir", None, "Directory to write the converted checkpoint (with "
-                      "bert_config.json) or Hugging Face model into.")
-
-
 def config_file_for(prefix, config_file, what):
   if config_file:
     return config_file
@@ -516,7 +481,6 @@ def config_file_for(prefix, config_file, what):
 def _refuse_existing(output_dir, pattern, what):
   if tf.io.gfile.glob(os.path.join(output_dir, pattern)):
     raise UsageError(f"--output_dir={output_dir} already holds {what}; choose an empty directory")
-
 
 def import_tf1(checkpoint_path, bert_config_file, output_dir, what=None):
   """Converts an original TF1 checkpoint into a bert_tf checkpoint in `output_dir`; returns its path.
@@ -535,7 +499,6 @@ def import_tf1(checkpoint_path, bert_config_file, output_dir, what=None):
   config_file = config_file_for(ckpt.prefix, bert_config_file, what)
   pretrainer = _pretrainer_from_tf1(ckpt, config_file)
   return save_bert_tf_checkpoint(pretrainer, output_dir, ckpt.global_step() or 0)
-
 
 def export_tf1(checkpoint_path, bert_config_file, output_dir, what=None):
   """Writes a bert_tf (or TF1) pretraining checkpoint as an original TF1 one; returns its prefix.
@@ -556,38 +519,3 @@ def export_tf1(checkpoint_path, bert_config_file, output_dir, what=None):
     pretrainer = BertPretrainer(config)
   init_from_checkpoint(pretrainer, ckpt.prefix, require_heads=True, config_source=config_file)
   return export_tf1_checkpoint(pretrainer, output_dir, config, ckpt.global_step())
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  modes = [m for m in ("import_tf1", "export_tf1", "import_hf", "export_hf") if getattr(FLAGS, m)]
-  if len(modes) != 1:
-    raise UsageError("pass exactly one of --import_tf1, --export_tf1, --import_hf or --export_hf")
-  if not FLAGS.output_dir:
-    raise UsageError("--output_dir is required")
-  if FLAGS.import_hf or FLAGS.export_hf:
-    from bert_tf.checkpoints import huggingface
-    if FLAGS.import_hf:
-      path = huggingface.import_hf(FLAGS.import_hf, FLAGS.output_dir,
-                                   what=f"--import_hf={FLAGS.import_hf}")
-    else:
-      path = huggingface.export_hf(FLAGS.export_hf, FLAGS.bert_config_file, FLAGS.output_dir,
-                                   vocab_file=FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case,
-                                   what=f"--export_hf={FLAGS.export_hf}")
-  elif FLAGS.import_tf1:
-    path = import_tf1(FLAGS.import_tf1, FLAGS.bert_config_file, FLAGS.output_dir,
-                      what=f"--import_tf1={FLAGS.import_tf1}")
-  else:
-    path = export_tf1(FLAGS.export_tf1, FLAGS.bert_config_file, FLAGS.output_dir,
-                      what=f"--export_tf1={FLAGS.export_tf1}")
-  print(f"wrote {path}")
-
-
-def run():
-  define_flags()
-  run_main(main)
-
-
-if __name__ == "__main__":
-  run()

@@ -80,7 +80,7 @@ def is_hf_directory(path):
   return CONFIG_NAME in names or any(n in names for n in _WEIGHT_NAMES)
 
 
-def _read_json(path):
+def read_json(path):
   try:
     with open(path, encoding="utf-8") as f:
       values = json.load(f)
@@ -99,7 +99,7 @@ def read_hf_config_dict(directory):
   if not os.path.isfile(path):
     raise UsageError(f"{directory}: no {CONFIG_NAME} (a Hugging Face BERT directory needs "
                      f"{CONFIG_NAME} and {SAFETENSORS_NAME} or {PYTORCH_NAME})")
-  values = _read_json(path)
+  values = read_json(path)
   model_type = values.get("model_type")
   architectures = values.get("architectures") or []
   if model_type is None and architectures and all(str(a).startswith("Bert") for a in architectures):
@@ -151,7 +151,7 @@ def hf_config_dict(config, architecture, num_labels=None, labels=None):
 
 def _tokenizer_json_vocab(path):
   """The WordPiece tokens of a `tokenizer.json`, in id order."""
-  values = _read_json(path)
+  values = read_json(path)
   model = values.get("model") or {}
   if model.get("type") != "WordPiece" or not isinstance(model.get("vocab"), dict):
     raise UsageError(f"{path}: not a WordPiece tokenizer (model.type is {model.get('type')!r})")
@@ -209,12 +209,12 @@ def hf_do_lower_case(directory):
   """
   config_path = os.path.join(directory, TOKENIZER_CONFIG_NAME)
   if os.path.isfile(config_path):
-    value = _read_json(config_path).get("do_lower_case")
+    value = read_json(config_path).get("do_lower_case")
     if isinstance(value, bool):
       return value, config_path
   tokenizer_path = os.path.join(directory, TOKENIZER_NAME)
   if os.path.isfile(tokenizer_path):
-    normalizer = _read_json(tokenizer_path).get("normalizer") or {}
+    normalizer = read_json(tokenizer_path).get("normalizer") or {}
     if normalizer.get("type") == "BertNormalizer" and isinstance(normalizer.get("lowercase"), bool):
       return normalizer["lowercase"], tokenizer_path
   return None, None
@@ -286,7 +286,7 @@ class _SafetensorsFiles:
 
 
 def _safetensors_index(path):
-  values = _read_json(path)
+  values = read_json(path)
   weight_map = values.get("weight_map")
   if not isinstance(weight_map, dict) or not weight_map:
     raise UsageError(f"{path}: no weight_map")
@@ -441,7 +441,7 @@ class _Slot:
 
 def _slots(model):
   """{HF name (no `bert.` prefix for encoder names): _Slot} of a supported model."""
-  from bert_tf.checkpoints.core import model_parts
+  from bert_tf.modeling.models import model_parts
   encoder, pretrainer, classifier = model_parts(model)
   slots = {}
   for tf1_name, variable in tf1_names.encoder_variables(encoder).items():
@@ -665,7 +665,7 @@ def load_hf_model(directory, *, strict=False):
 
 
 def _architecture(model):
-  from bert_tf.checkpoints.core import model_parts
+  from bert_tf.modeling.models import model_parts
   _, pretrainer, classifier = model_parts(model)
   if pretrainer is not None:
     return "BertForPreTraining", "bert."
@@ -708,7 +708,7 @@ def save_hf_directory(model, output_dir, vocab_file, do_lower_case=True, labels=
     the path of `model.safetensors`.
   """
   from safetensors.numpy import save_file
-  from bert_tf.checkpoints.core import model_parts
+  from bert_tf.modeling.models import model_parts
   from bert_tf.text.vocab_file import load_vocab
   encoder, _, classifier = model_parts(model)
   config = encoder.bert_config
@@ -739,71 +739,3 @@ def save_hf_directory(model, output_dir, vocab_file, do_lower_case=True, labels=
                     json.dumps(hf_config_dict(config, architecture, num_labels, labels),
                                indent=2) + "\n")
   return weights_path
-
-
-def import_hf(directory, output_dir, what=None):
-  """Converts an HF BERT directory into a bert_tf checkpoint: `ckpt-0`, `bert_config.json` and
-  (when the directory has a vocab) `vocab.txt` in `output_dir`, which must hold no checkpoint.
-
-  The checkpoint holds the model of the directory's layout (see `load_hf_model`). Returns its path.
-  """
-  import glob
-
-  from bert_tf.checkpoints.core import save_bert_tf_checkpoint
-  what = what or directory
-  if not is_hf_directory(directory):
-    raise UsageError(f"{what}: not a Hugging Face model directory (no {CONFIG_NAME} or weights)")
-  if glob.glob(os.path.join(output_dir, "ckpt-*.index")):
-    raise UsageError(f"--output_dir={output_dir} already holds a bert_tf checkpoint; choose an "
-                     f"empty directory")
-  model, _ = load_hf_model(directory)
-  tokens, _ = hf_vocab(directory)
-  os.makedirs(output_dir, exist_ok=True)
-  if tokens is not None:
-    atomic_write_text(os.path.join(output_dir, VOCAB_NAME), "".join(t + "\n" for t in tokens))
-  return save_bert_tf_checkpoint(model, output_dir, 0)
-
-
-def export_hf(checkpoint_path, bert_config_file, output_dir, vocab_file=None, do_lower_case=True,
-              what=None):
-  """Writes a bert_tf (or TF1) checkpoint as an HF BERT directory; returns the weights' path.
-
-  A pretraining checkpoint becomes `BertForPreTraining`, a run_classifier one
-  `BertForSequenceClassification` (label names from its `labels.json`), an encoder-only one
-  `BertModel`.
-
-  Args:
-    checkpoint_path: prefix, file or directory of the checkpoint.
-    bert_config_file: its config, or None for the `bert_config.json` beside it.
-    output_dir: where to write (see `save_hf_directory`).
-    vocab_file: the model's vocab, or None for the `vocab.txt` beside the checkpoint.
-    do_lower_case: the tokenizer's casing.
-    what: how to name the checkpoint in errors (default: the path).
-  """
-  from bert_tf.checkpoints.core import checkpoint_contents, config_file_for, init_from_checkpoint
-  from bert_tf.modeling import BertClassifier, BertEncoder, BertPretrainer
-  from bert_tf.modeling.layers import skip_weight_initialization
-  what = what or checkpoint_path
-  prefix, kind, num_labels = checkpoint_contents(checkpoint_path, what)
-  config_file = config_file_for(prefix, bert_config_file, what)
-  config = BertConfig.from_json_file(config_file)
-  folder = os.path.dirname(prefix)
-  if not vocab_file:
-    vocab_file = os.path.join(folder, VOCAB_NAME)
-    if not os.path.isfile(vocab_file):
-      raise UsageError(f"{what}: no {VOCAB_NAME} beside the checkpoint; pass --vocab_file")
-  labels = None
-  labels_file = os.path.join(folder, "labels.json")
-  if kind == "classifier" and os.path.isfile(labels_file):
-    labels = _read_json(labels_file).get("labels")
-  with skip_weight_initialization():  # every weight is overwritten below
-    if kind == "pretrainer":
-      model = BertPretrainer(config)
-    elif kind == "classifier":
-      model = BertClassifier(config, num_labels)
-    else:
-      model = BertEncoder(config)
-  info = init_from_checkpoint(model, prefix, require_heads=True, config_source=config_file)
-  if kind == "classifier" and "classifier output layer" not in info["loaded"]:
-    raise UsageError(f"{what}: its classifier output layer could not be loaded")
-  return save_hf_directory(model, output_dir, vocab_file, do_lower_case, labels)

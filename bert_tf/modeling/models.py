@@ -112,3 +112,14 @@ class BertClassifier(keras.Model):
     config = dict(config)
     return cls(config.pop("config"), config.pop("num_classes"),
                dropout_rate=config.pop("dropout_rate", None), name=config.get("name"))
+
+def model_parts(model):
+  """(encoder, pretrainer or None, classifier or None) of a supported model."""
+  if isinstance(model, BertPretrainer):
+    return model.encoder, model, None
+  if isinstance(model, BertClassifier):
+    return model.encoder, None, model
+  if isinstance(model, BertEncoder):
+    return model, None, None
+  raise TypeError(f"expected a BertPretrainer, BertClassifier or "
+                  f"BertEncoder, got {type(model).__name__}")
