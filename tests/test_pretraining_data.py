@@ -572,7 +572,8 @@ def test_workers_exit_when_the_main_process_is_killed(data_dir, tmp_path, repo_r
                                 env=dict(os.environ, PYTHONPATH=repo_root)).returncode
   assert returncode == -9, (tmp_path / "stderr").read_text()[-2000:]
   workers = [int(pid) for pid in (tmp_path / "stdout").read_text().split()]
-  assert len(workers) == 2
+  # The two workers, and a start-up tokenizer helper if one is still finishing: all must exit.
+  assert len(workers) >= 2
   import time
   deadline = time.time() + 20
   while any(_alive(pid) for pid in workers) and time.time() < deadline:
