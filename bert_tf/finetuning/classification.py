@@ -548,15 +548,18 @@ def bert_config_for(opts):
   return config
 
 
-def _build(opts, config, num_labels, strategy, num_train_steps):
-  """Model, optimizer and checkpoint, created in the strategy's scope."""
+def build_for_training(opts, make_model, strategy, num_train_steps):
+  """Model, optimizer and checkpoint, created in the strategy's scope.
+
+  `make_model()` returns the fine-tuning model (anything with an `encoder`), called in that scope;
+  the encoder's padding skipping, the model's variables and the optimizer's are set up here.
+  """
   import keras
 
-  from bert_tf.modeling import BertClassifier
   from bert_tf.pretraining.optimization import create_optimizer
   from bert_tf.pretraining.training import padding_can_be_skipped
   with strategy.scope():
-    model = BertClassifier(config, num_labels)
+    model = make_model()
     # Fine-tuning sets are mostly padding (short sentences in --max_seq_length): the encoder's
     # blocks then run on the real tokens only, where shapes may vary (not under XLA, not on TPUs).
     model.encoder.skip_padding = padding_can_be_skipped(opts.skip_padding, opts.jit_compile,
@@ -571,6 +574,12 @@ def _build(opts, config, num_labels, strategy, num_train_steps):
     optimizer.build(model.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
   return model, optimizer, checkpoint
+
+
+def _build(opts, config, num_labels, strategy, num_train_steps):
+  from bert_tf.modeling import BertClassifier
+  return build_for_training(opts, lambda: BertClassifier(config, num_labels), strategy,
+                            num_train_steps)
 
 
 def restore_or_initialize(opts, checkpoint, manager, model):

@@ -92,9 +92,11 @@ def _looks_like_hf_directory(path):
   return os.path.isfile(os.path.join(path, "config.json"))
 
 
-def check_local_paths(opts):
-  """Raises `UsageError` for a local file or folder named by a flag that is missing or unusable."""
-  for name in ("task_name", "data_dir", "output_dir"):
+def check_local_paths(opts, required=("task_name", "data_dir", "output_dir")):
+  """Raises `UsageError` for a local file or folder named by a flag that is missing or unusable,
+  or for a flag of `required` that is not given (--vocab_file is required but for a Hugging Face
+  --init_checkpoint)."""
+  for name in required:
     if not getattr(opts, name):
       raise UsageError(f"--{name} is required")
   hf_init = bool(opts.init_checkpoint) and not is_remote(opts.init_checkpoint) and \

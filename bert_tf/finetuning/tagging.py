@@ -265,31 +265,19 @@ class NerOptions:
 
 
 def _check_options(opts):
-  if not (opts.do_train or opts.do_eval or opts.do_predict or opts.export_dir):
-    raise UsageError("at least one of --do_train, --do_eval, --do_predict or --export_dir is needed")
-  from bert_tf.checkpoints.huggingface import is_hf_directory
-  for name in ("data_dir", "vocab_file", "output_dir"):
-    if not getattr(opts, name) and not (name == "vocab_file" and
-                                        is_hf_directory(opts.init_checkpoint)):
-      raise UsageError(f"--{name} is required")
+  """run_classifier's checks of the flags and local paths they share, and run_ner's own."""
+  from bert_tf.finetuning import run_options
+  run_options.check_flag_values(opts)
+  run_options.check_local_paths(opts, required=("data_dir", "output_dir"))
+  # run_ner reads --data_dir with local file calls only; TensorFlow is loaded, so a remote
+  # --vocab_file is checked too.
   if not os.path.isdir(opts.data_dir):
     raise UsageError(f"--data_dir={opts.data_dir}: not a directory")
   if opts.vocab_file and not tf.io.gfile.exists(opts.vocab_file):
     raise UsageError(f"--vocab_file={opts.vocab_file}: file not found")
-  for name in ("train_batch_size", "eval_batch_size", "predict_batch_size",
-               "save_checkpoints_steps"):
-    if getattr(opts, name) < 1:
-      raise UsageError(f"--{name} must be >= 1, got {getattr(opts, name)}")
-  if opts.max_seq_length < 3:
-    raise UsageError(f"--max_seq_length must be at least 3 ([CLS] word [SEP]), got "
-                     f"{opts.max_seq_length}")
   if opts.doc_stride is not None and not 1 <= opts.doc_stride <= opts.max_seq_length - 2:
     raise UsageError(f"--doc_stride must be between 1 and --max_seq_length - 2 = "
                      f"{opts.max_seq_length - 2}, got {opts.doc_stride}")
-  if opts.do_train and opts.num_train_epochs <= 0:
-    raise UsageError(f"--num_train_epochs must be positive, got {opts.num_train_epochs}")
-  if not 0.0 <= opts.warmup_proportion < 1.0:
-    raise UsageError(f"--warmup_proportion must be in [0, 1), got {opts.warmup_proportion}")
   ner_data.detect_scheme([], opts.tag_scheme)  # validates the value
 
 
@@ -314,23 +302,12 @@ def _labels(opts, labels_path, train):
 
 
 def _build(opts, config, num_labels, strategy, num_train_steps):
-  """Model, optimizer and checkpoint, created in the strategy's scope."""
-  from bert_tf.pretraining.optimization import create_optimizer
-  from bert_tf.pretraining.training import padding_can_be_skipped
-  with strategy.scope():
+  """Model, optimizer and checkpoint (`classification.build_for_training`)."""
+  def make_model():
     model = BertTokenClassifier(config, num_labels)
     model.encoder.pooler.trainable = False  # a tagger never uses the pooled [CLS] output
-    model.encoder.skip_padding = padding_can_be_skipped(opts.skip_padding, opts.jit_compile,
-                                                        strategy)
-    model({k: tf.zeros([1, opts.max_seq_length], tf.int32) for k in MODEL_INPUTS},
-          training=False)
-    optimizer = create_optimizer(opts.learning_rate, max(num_train_steps, 1),
-                                 int(num_train_steps * opts.warmup_proportion))
-    if opts.mixed_precision == "float16":
-      optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    optimizer.build(model.trainable_variables)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-  return model, optimizer, checkpoint
+    return model
+  return classification.build_for_training(opts, make_model, strategy, num_train_steps)
 
 
 def _features(opts, tokenizer, sentences, label_ids_of, what):
