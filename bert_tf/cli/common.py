@@ -50,6 +50,17 @@ def define_checkpoint_flags():
       "of a Hugging Face checkpoint) instead of initialising that part fresh with a warning.")
 
 
+def define_fine_tuning_schedule_flags():
+  """The batch, schedule and checkpoint flags of google-research/bert's run_classifier.py, same
+  names and defaults, shared by run_classifier.py and run_ner.py."""
+  flags.DEFINE_integer("eval_batch_size", 8, "Evaluation batch size.")
+  flags.DEFINE_integer("predict_batch_size", 8, "Prediction batch size.")
+  flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate of AdamW.")
+  flags.DEFINE_float("num_train_epochs", 3.0, "Epochs of fine-tuning.")
+  flags.DEFINE_float("warmup_proportion", 0.1, "Fraction of the steps with a linear warmup.")
+  flags.DEFINE_integer("save_checkpoints_steps", 1000, "Checkpoint every N steps.")
+
+
 def explicit_bool(name, flag_values=None):
   """The value of a boolean flag if given on the command line, else None (let the checkpoint
   decide, e.g. --do_lower_case from a Hugging Face tokenizer)."""

@@ -46,12 +46,7 @@ def define_flags():
   flags.DEFINE_bool("do_eval", False, "Evaluate on dev (writes eval_results.txt).")
   flags.DEFINE_bool("do_predict", False, "Predict the test set (writes test_results.tsv).")
   flags.DEFINE_integer("train_batch_size", 32, "Global training batch size.")
-  flags.DEFINE_integer("eval_batch_size", 8, "Evaluation batch size.")
-  flags.DEFINE_integer("predict_batch_size", 8, "Prediction batch size.")
-  flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate of AdamW.")
-  flags.DEFINE_float("num_train_epochs", 3.0, "Epochs of fine-tuning.")
-  flags.DEFINE_float("warmup_proportion", 0.1, "Fraction of the steps with a linear warmup.")
-  flags.DEFINE_integer("save_checkpoints_steps", 1000, "Checkpoint every N steps.")
+  common.define_fine_tuning_schedule_flags()
   # The original's TPU flags, accepted so old command lines run.
   common.define_legacy_tpu_flags()
   # Additions.
