@@ -1,4 +1,6 @@
-"""Runs the benchmark suite and writes one report: `benchmark_report.json` and `benchmark_report.md`.
+"""Runs the benchmark suite and writes one report, named by machine, what ran and the date
+(e.g. `cpu-2core_all-benchmarks_2026-11-29_d.md` and `.json`; see benchmarks/report.py), and
+refreshes `latest.md` / `latest.json` beside it (each benchmark's newest successful result).
 
 Each benchmark is its own script (they can be run alone, see README); this entry point runs them one
 after another as subprocesses, records the machine, the package versions, each script's command line,
@@ -8,6 +10,7 @@ reference measured in the same run) and, where the script provides them, its str
 
   python benchmarks/run_all.py                       # the CPU suite (about 15-25 minutes on 2 cores)
   python benchmarks/run_all.py --only=pretraining,input_pipeline --out_dir=output/bench
+  python benchmarks/run_all.py --out_dir=benchmarks/results     # file it with the project's reports
   make bench
 
 On a machine with an NVIDIA GPU, `bash benchmarks/gpu_check.sh` runs the BERT-base GPU figures.
@@ -22,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import report  # benchmarks/report.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -106,29 +111,6 @@ def run_one(name, script, args, timeout):
   return record
 
 
-def write_report(out_dir, info, records):
-  os.makedirs(out_dir, exist_ok=True)
-  json_path = os.path.join(out_dir, "benchmark_report.json")
-  md_path = os.path.join(out_dir, "benchmark_report.md")
-  with open(json_path, "w", encoding="utf-8") as f:
-    json.dump({"machine": info, "benchmarks": records}, f, indent=2)
-  lines = ["# bert_tf benchmark report", "",
-           f"- date: {info['date_utc']}",
-           f"- machine: {info.get('cpu')} x {info['cpu_count']} cores, {info.get('memory_gb')} GB, "
-           f"GPUs: {', '.join(info['gpus']) or 'none'}",
-           f"- python {info['python']}, " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
-           "", "| benchmark | command | exit | wall (s) |", "|---|---|---|---|"]
-  for r in records:
-    lines.append(f"| {r['name']} | `{r['command']}` | {r['exit_code']} | {r['wall_time_s']} |")
-  for r in records:
-    lines += ["", f"## {r['name']}", "", f"`{r['command']}`", "", "```", r["output"].rstrip(), "```"]
-    if r.get("results"):
-      lines += ["", "```json", json.dumps(r["results"], indent=2), "```"]
-  with open(md_path, "w", encoding="utf-8") as f:
-    f.write("\n".join(lines) + "\n")
-  return json_path, md_path
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--only", default="", help="Comma list of benchmarks to run (default: all): "
@@ -151,8 +133,9 @@ def main():
     suite["tokenization"][1].append(
         "--original_tokenization=" + os.path.join(args.original_bert_dir, "tokenization.py"))
   records = [run_one(n, *suite[n], timeout=args.timeout) for n in names]
-  json_path, md_path = write_report(args.out_dir, info, records)
-  print(f"\nreport: {md_path}\n        {json_path}")
+  stem = report.report_stem(args.out_dir, info, names, SUITE)
+  json_path, md_path = report.write_report(args.out_dir, stem, info, records)
+  print(f"\nreport: {md_path}\n        {json_path}\nlatest: {os.path.join(args.out_dir, 'latest.md')}")
   sys.exit(0 if all(r["exit_code"] == 0 for r in records) else 1)
 
 
