@@ -170,13 +170,24 @@ def _links():
 def test_every_relative_link_points_to_an_existing_file():
   links = list(_links())
   assert len(links) > 20  # a regex that found nothing would pass on anything
+  assert sum("#" in target for _, target in links) >= 5
   broken = []
   for page, target in links:
     path = (page.parent / target.split("#")[0]).resolve()
     rel = os.path.relpath(path, REPO)
     if not path.exists() and not (rel in PENDING and not (REPO / rel).exists()):
       broken.append(f"{page.relative_to(REPO)}: {target}")
+    elif "#" in target and path.suffix == ".md" and path.exists():
+      if target.split("#", 1)[1] not in _anchors(path):
+        broken.append(f"{page.relative_to(REPO)}: {target} (no such heading)")
   assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+def _anchors(path):
+  """GitHub's heading anchors of a Markdown file."""
+  text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
+  return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+          for h in re.findall(r"^#+ (.*)$", text, re.M)}
 
 
 @pytest.mark.parametrize("rel", sorted(PENDING))
