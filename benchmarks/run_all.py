@@ -2,11 +2,12 @@
 (e.g. `cpu-2core_all-benchmarks_2026-11-29_d.md` and `.json`; see benchmarks/report.py), and
 refreshes `latest.md` / `latest.json` beside it (each benchmark's newest successful result).
 
-Each benchmark is its own script (they can be run alone, see README); this entry point runs them one
-after another as subprocesses, records the machine, the package versions, each script's command line,
-wall time, its printed table (which holds the medians of its repeats and the ratios against the
-reference measured in the same run) and, where the script provides them, its structured results
-(scripts write a JSON object to the path in $BERT_TF_BENCH_JSON via `benchmarks/report.py`).
+Each benchmark is its own script (each runs alone too, see docs/performance.md); this entry point
+runs them one after another as subprocesses, records the machine, the package versions, each
+script's command line, wall time, its printed table (which holds the medians of its repeats and the
+ratios against the reference measured in the same run) and, where the script provides them, its
+structured results (scripts write a JSON object to the path in $BERT_TF_BENCH_JSON via
+`benchmarks/report.py`).
 
   python benchmarks/run_all.py                       # the CPU suite (about 15-25 minutes on 2 cores)
   python benchmarks/run_all.py --only=pretraining,input_pipeline --out_dir=output/bench
@@ -31,7 +32,7 @@ import report  # benchmarks/report.py
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
-# name -> (script, arguments): the configurations the README's targets refer to.
+# name -> (script, arguments): the configurations docs/performance.md's targets refer to.
 SUITE = {
     "tokenization": ("bench_tokenization.py", []),
     "pretraining_data": ("bench_pretraining_data.py", []),

@@ -9,8 +9,9 @@ sits in its docs page (PAGES; a new command gets docs/<name>.md) between the lin
 `<!-- flags:NAME start ... -->` and `<!-- flags:NAME end -->`; a page without the block gets it
 appended under a "Flags" heading. tests/test_docs.py fails when a table no longer matches the code.
 
-Each command's flags are read in a fresh Python process (`--dump MODULE`), since two commands may
-define a flag of the same name and absl keeps one global registry.
+Run it from a source checkout (it reads setup.cfg and writes docs/ there). Each command's flags are
+read in a fresh Python process (`--dump MODULE`), since two commands may define a flag of the same
+name and absl keeps one global registry.
 """
 
 import argparse
