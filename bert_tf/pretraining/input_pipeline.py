@@ -37,7 +37,8 @@ class PretrainingFile:
 
 def list_pretraining_files(input_file, flag_name="--input_file"):
   """Expands --input_file (comma lists, globs) into TFRecord paths, leaving out manifests."""
-  files = [f for f in expand_input_patterns(input_file, flag_name) if not features_lib.is_manifest(f)]
+  files = [f for f in expand_input_patterns(input_file, flag_name, example_glob="*.tfrecord")
+           if not features_lib.is_manifest(f)]
   if not files:
     raise UsageError(f"{flag_name}: {input_file!r} names only manifest files, no TFRecords")
   return files
@@ -94,6 +95,26 @@ def check_pretraining_files(input_file, max_seq_length, max_predictions_per_seq,
   """`list_pretraining_files` + `check_pretraining_file` on each: the list of `PretrainingFile`."""
   return [check_pretraining_file(p, max_seq_length, max_predictions_per_seq)
           for p in list_pretraining_files(input_file, flag_name)]
+
+
+def require_records(files, flag_name="--input_file", what="training"):
+  """Raises `UsageError` naming the files when none of them holds a record (a training stream
+  over them would wait forever for its first batch).
+
+  Counts from the manifests are used where the files have them; otherwise the files are read
+  only up to their first record."""
+  if any(f.num_instances for f in files):
+    return
+  unknown = [f for f in files if f.num_instances is None]
+  for f in unknown:
+    try:
+      for _ in tf.data.TFRecordDataset(f.path, compression_type=f.compression).take(1):
+        return
+    except tf.errors.OpError:
+      return  # unreadable rather than empty: reported when it is read, naming the file
+  paths = [f.path for f in files]
+  listing = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+  raise UsageError(f"{flag_name}: the {what} files hold no records: {listing}")
 
 
 def count_records(pretraining_file):

@@ -1,0 +1,278 @@
+"""Bad input and faults of run_pretraining.py, run as a user runs it (a subprocess).
+
+Each case asserts the exit status, the one `error:` line naming the flag or file at fault, no
+traceback, and that nothing was written (no --output_dir). The errors that the checks before
+TensorFlow find also print nothing else: stderr is the error line alone (no CUDA/absl start-up
+lines, which only TensorFlow's import prints). Cases that were already handled are in the matrix
+too, so that it documents the command's behaviour (docs/errors.md). The numbers are those of
+issue 18's list.
+"""
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+import pretraining_testdata as td
+from conftest import REPO_ROOT
+
+SCRIPT = os.path.join(REPO_ROOT, "run_pretraining.py")
+SHAPE = [f"--max_seq_length={td.SEQ_LENGTH}", f"--max_predictions_per_seq={td.PREDICTIONS}"]
+
+
+def _run(args, timeout=240):
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+  env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user's shell has it: the noise, if any, shows
+  return subprocess.run([sys.executable, SCRIPT] + [str(a) for a in args], capture_output=True,
+                        text=True, env=env, timeout=timeout)
+
+
+def _error_line(proc):
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+  assert len(errors) == 1, proc.stderr[-3000:]
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  return errors[0][len("error: "):]
+
+
+def _assert_quiet_start_up(proc):
+  """TensorFlow was imported, but its start-up INFO lines were kept out of the terminal."""
+  assert "I0000 " not in proc.stderr and "absl::InitializeLog" not in proc.stderr, proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+  """A tiny config, good records with a manifest, and bad variants of them."""
+  root = tmp_path_factory.mktemp("data")
+  config = root / "bert_config.json"
+  td.tiny_config().to_json_file(str(config))
+  small_vocab = root / "small_vocab_config.json"
+  td.tiny_config(vocab_size=32).to_json_file(str(small_vocab))
+  good = td.write_tfrecord(str(root / "train.tfrecord"), td.make_records(24))
+  raw = open(good, "rb").read()
+  manifest = json.load(open(good + ".manifest.json"))
+  paths = {"root": root, "config": config, "small_vocab": small_vocab, "good": good}
+
+  def variant(name, content, manifest_changes=None):
+    path = root / name
+    path.write_bytes(content)
+    if manifest_changes is not None:
+      (root / (name + ".manifest.json")).write_text(json.dumps(dict(manifest, **manifest_changes)))
+    paths[name] = str(path)
+
+  variant("empty.tfrecord", b"")                                    # no manifest
+  variant("zero.tfrecord", b"", {"num_instances": 0})               # a manifest saying 0
+  variant("cut.tfrecord", raw[:len(raw) - 100], {})                 # ends inside a record
+  sizes = _record_ends(raw)
+  variant("short.tfrecord", raw[:sizes[-2]], {})                    # one record missing
+  variant("random.tfrecord", os.urandom(4096))
+  variant("text.tfrecord", b"this is text, not records\n" * 20)
+  gz = gzip.compress(raw)
+  variant("cut.tfrecord.gz", gz[:len(gz) // 2])                     # read only by TensorFlow
+  variant("empty.tfrecord.gz", gzip.compress(b""))
+  (root / "folder").mkdir()
+  paths["folder"] = str(root / "folder")
+  return paths
+
+
+def _record_ends(raw):
+  """Byte offsets where each record of an uncompressed TFRecord ends."""
+  import struct
+  ends, offset = [], 0
+  while offset < len(raw):
+    offset += 12 + struct.unpack_from("<Q", raw, offset)[0] + 4
+    ends.append(offset)
+  return ends
+
+
+def _args(data, out, input_file=None, do_train=True, **flags):
+  values = {"bert_config_file": data["config"], "input_file": input_file or data["good"],
+            "output_dir": out, "train_batch_size": 4, "eval_batch_size": 4, "num_train_steps": 2,
+            "num_warmup_steps": 0, "save_checkpoints_steps": 1, "max_eval_steps": 2}
+  values.update(flags)
+  args = [f"--{k}={v}" for k, v in values.items() if v is not None and not isinstance(v, bool)]
+  args += [f"--{k}" if v else f"--no{k}" for k, v in values.items() if isinstance(v, bool)]
+  return args + SHAPE + (["--do_train"] if do_train else [])
+
+
+def test_flag_and_file_errors_come_before_tensorflow_without_noise(data, tmp_path):
+  """Issue 18, cases 1, 3, 5, 7, 9, 10 and 11: found before TensorFlow is imported (stderr is the
+  error line alone) and before anything is written."""
+  out = tmp_path / "out"
+  d = data
+  config = d["config"]
+  last = _record_ends(open(d["good"], "rb").read())[-2]  # where the last record starts
+  not_a_dir = tmp_path / "a_file"
+  not_a_dir.write_text("x")
+  cases = [
+      # Already handled (now without TensorFlow's start-up).
+      (_args(d, out, do_train=False), "at least one of --do_train or --do_eval must be true"),
+      (_args(d, out, train_batch_size=0), "--train_batch_size must be >= 1, got 0"),
+      (_args(d, out, bert_config_file=None), "--bert_config_file is required"),
+      (_args(d, out, input_file=tmp_path / "none*.tfrecord"),
+       f"--input_file: no file matches {str(tmp_path / 'none*.tfrecord')!r}"),
+      (_args(d, out) + ["--max_seq_length=32"],
+       f"{d['good']}: written with max_seq_length={td.SEQ_LENGTH} max_predictions_per_seq="
+       f"{td.PREDICTIONS} (its manifest), but training uses --max_seq_length=32 "
+       f"--max_predictions_per_seq={td.PREDICTIONS}; pass the values the data was made with"),
+      (_args(d, out) + ["--max_seq_length=256"],
+       f"--max_seq_length (256) is longer than max_position_embeddings (128) of {config}"),
+      # Before TensorFlow now: a missing config or checkpoint, an output path that is a file.
+      (_args(d, out, bert_config_file=tmp_path / "none.json"),
+       f"--bert_config_file={tmp_path / 'none.json'}: file not found"),
+      (_args(d, out, init_checkpoint=tmp_path / "ckpt" / "model.ckpt"),
+       f"--init_checkpoint={tmp_path / 'ckpt' / 'model.ckpt'}: no such checkpoint (neither a "
+       f"folder nor {tmp_path / 'ckpt' / 'model.ckpt'}.index exists)"),
+      (_args(d, not_a_dir), f"--output_dir={not_a_dir}: exists and is not a directory"),
+      # 1: no records (it looped forever on empty epochs).
+      (_args(d, out, input_file=d["empty.tfrecord"]),
+       f"--input_file: the training files hold no records: {d['empty.tfrecord']}"),
+      (_args(d, out, input_file=f"{d['zero.tfrecord']},{d['empty.tfrecord']}"),
+       f"--input_file: the training files hold no records: {d['zero.tfrecord']}, "
+       f"{d['empty.tfrecord']}"),
+      # 3: truncated (a raw DataLossError without the file's name, or nothing at all).
+      (_args(d, out, input_file=d["cut.tfrecord"]),
+       f"{d['cut.tfrecord']}: truncated or corrupt TFRecord (record 24 at byte {last} needs "
+       f"{os.path.getsize(d['good']) - last} bytes, only "
+       f"{os.path.getsize(d['cut.tfrecord']) - last} remain); write it again or leave it out of "
+       "the input"),
+      (_args(d, out, input_file=d["short.tfrecord"]),
+       f"{d['short.tfrecord']}: truncated or corrupt TFRecord (its manifest says 24 records, the "
+       "file holds 23); write it again or leave it out of the input"),
+      # 5: ids beyond the config's vocab_size (an InvalidArgumentError after the model was built).
+      (_args(d, out, bert_config_file=d["small_vocab"]),
+       f"{d['small_vocab']}: vocab_size is 32, but {d['good']}.manifest.json says its records "
+       f"use a vocab of {td.VOCAB_SIZE} ids; use the config of the model the data was made for "
+       "(or data made with its vocab)"),
+      # 7: evaluating random weights, exit 0.
+      (_args(d, out, do_train=False, do_eval=True),
+       f"--do_eval: --output_dir={out} holds no checkpoint to evaluate and no --init_checkpoint "
+       "is given (random weights would give meaningless numbers); train first or pass "
+       "--init_checkpoint"),
+      # 11: a folder, random bytes, text.
+      (_args(d, out, input_file=d["folder"]),
+       f"--input_file: {d['folder']} is a directory; name the files in it, e.g. "
+       f"{d['folder']}/*.tfrecord"),
+      (_args(d, out, input_file=d["random.tfrecord"]),
+       f"{d['random.tfrecord']}: not a TFRecord file (its first record header fails its "
+       "checksum) (if it is gzip-compressed, give it a .gz suffix)"),
+      (_args(d, out, input_file=d["text.tfrecord"]),
+       f"{d['text.tfrecord']}: not a TFRecord file (its first record header fails its "
+       "checksum) (if it is gzip-compressed, give it a .gz suffix)"),
+  ]
+  for args, message in cases:
+    proc = _run(args)
+    assert proc.returncode == 2, (args, proc.stderr[-3000:])
+    assert _error_line(proc) == message, args
+    assert proc.stderr == f"error: {message}\n", args  # no TensorFlow start-up lines
+    assert proc.stdout == ""
+    assert not out.exists(), args
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+  """A folder this process cannot write: a read-only tmpfs as root (chmod does not stop root),
+  a chmod 555 folder otherwise."""
+  path = tmp_path / f"ro-{uuid.uuid4().hex[:6]}"
+  path.mkdir()
+  if os.geteuid() != 0:
+    path.chmod(0o555)
+    yield path
+    path.chmod(0o755)
+    return
+  proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)],
+                        capture_output=True, text=True)
+  if proc.returncode != 0:
+    pytest.skip(f"cannot mount a read-only tmpfs here ({proc.stderr.strip()})")
+  yield path
+  subprocess.run(["umount", str(path)], check=True)
+
+
+def test_a_read_only_output_dir_is_refused_before_tensorflow(data, read_only_dir):
+  """Issue 18, case 6: a raw traceback at the first write."""
+  why = "a read-only file system" if os.geteuid() == 0 else "no write permission"
+  proc = _run(_args(data, read_only_dir))
+  assert proc.returncode == 2
+  assert proc.stderr == f"error: --output_dir={read_only_dir}: not writable ({why})\n"
+  nested = read_only_dir / "run1"
+  proc = _run(_args(data, nested))
+  assert proc.stderr == (f"error: --output_dir={nested}: not writable ({read_only_dir}: {why})\n")
+
+
+def test_a_bad_init_checkpoint_is_refused_before_anything_is_written(data, tmp_path):
+  """Issue 18, case 9: the output folder was created before --init_checkpoint failed to load."""
+  broken = tmp_path / "ckpt"
+  broken.mkdir()
+  (broken / "model.ckpt.index").write_bytes(b"not a checkpoint index")
+  out = tmp_path / "out"
+  proc = _run(_args(data, out, init_checkpoint=broken / "model.ckpt"))
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert _error_line(proc) == (f"{broken / 'model.ckpt'}: cannot read checkpoint "
+                               f"{broken / 'model.ckpt'}: file is too short to be an sstable")
+  _assert_quiet_start_up(proc)
+  assert not out.exists()
+
+
+def test_files_only_tensorflow_can_read_are_checked_when_read(data, tmp_path):
+  """Cases 1 and 3 for gzip files without a manifest, which only TensorFlow reads: an empty one
+  is refused before the model is built, a truncated one when training reaches its end."""
+  out = tmp_path / "out"
+  proc = _run(_args(data, out, input_file=data["empty.tfrecord.gz"]))
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert _error_line(proc) == (f"--input_file: the training files hold no records: "
+                               f"{data['empty.tfrecord.gz']}")
+  _assert_quiet_start_up(proc)
+  assert not out.exists()
+  proc = _run(_args(data, out, input_file=data["cut.tfrecord.gz"], num_train_steps=20,
+                    save_checkpoints_steps=100))
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  message = _error_line(proc)
+  assert message.startswith(f"{data['cut.tfrecord.gz']}: truncated or corrupt TFRecord (")
+  assert message.endswith("); write it again or leave it out of the input")
+  assert not [n for n in os.listdir(out) if n.startswith("ckpt-")] if out.exists() else True
+
+
+def _checkpoints(output_dir, steps):
+  """Checkpoints of the tiny model at `steps` in `output_dir`, as run_pretraining writes them
+  (built in this process: no training needed to test restoring)."""
+  from bert_tf.pretraining import training
+  params = training.PretrainingParams(
+      bert_config=td.tiny_config(), output_dir=str(output_dir), do_eval=True,
+      max_seq_length=td.SEQ_LENGTH, max_predictions_per_seq=td.PREDICTIONS)
+  strategy = training.create_strategy("one_device")
+  task, checkpoint = training.build_pretraining(params, strategy)
+  keeper = training.CheckpointKeeper(checkpoint, str(output_dir), strategy)
+  for step in steps:
+    task.global_step.assign(step)
+    keeper.save(step)
+
+
+def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(data, tmp_path):
+  """Issue 18, case 4: a raw IndexError from restore_latest, naming no checkpoint. A preempted
+  writer leaves the newest checkpoint cut short: the run resumes from the one before, saying so."""
+  out = tmp_path / "out"
+  _checkpoints(out, [1, 2])
+  index = out / "ckpt-2.index"
+  index.write_bytes(index.read_bytes()[:300])
+  proc = _run(_args(data, out, do_train=False, do_eval=True))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  warnings = [line for line in proc.stderr.splitlines() if "cannot be restored" in line]
+  assert len(warnings) == 1, proc.stderr[-3000:]
+  assert warnings[0].startswith("W") and f"] {out / 'ckpt-2'}: cannot be restored (" in warnings[0]
+  assert warnings[0].endswith(f"), truncated or corrupt; resuming from {out / 'ckpt-1'}")
+  assert "global_step = 1\n" in (out / "eval_results.txt").read_text()
+  _assert_quiet_start_up(proc)
+  # None good: an error naming the newest, not random weights.
+  data_file = out / "ckpt-1.data-00000-of-00001"
+  data_file.write_bytes(data_file.read_bytes()[:100])
+  (out / "eval_results.txt").unlink()
+  proc = _run(_args(data, out, do_train=False, do_eval=True))
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  message = _error_line(proc)
+  assert message.startswith(f"--output_dir={out}: no checkpoint can be restored (the newest, "
+                            f"{out / 'ckpt-2'}: ")
+  assert message.endswith("; 2 tried); delete the broken ones or choose another --output_dir")
+  assert not (out / "eval_results.txt").exists()
