@@ -216,23 +216,35 @@ def test_a_bad_init_checkpoint_is_refused_before_anything_is_written(data, tmp_p
   assert not out.exists()
 
 
-def test_files_only_tensorflow_can_read_are_checked_when_read(data, tmp_path):
-  """Cases 1 and 3 for gzip files without a manifest, which only TensorFlow reads: an empty one
-  is refused before the model is built, a truncated one when training reaches its end."""
+def test_a_truncated_gzip_file_is_named_when_training_reaches_its_end(data, tmp_path):
+  """Case 3 for a gzip file without a manifest, which only TensorFlow reads: TensorFlow's
+  DataLossError names a byte offset only."""
   out = tmp_path / "out"
-  proc = _run(_args(data, out, input_file=data["empty.tfrecord.gz"]))
-  assert proc.returncode == 2, proc.stderr[-3000:]
-  assert _error_line(proc) == (f"--input_file: the training files hold no records: "
-                               f"{data['empty.tfrecord.gz']}")
-  _assert_quiet_start_up(proc)
-  assert not out.exists()
-  proc = _run(_args(data, out, input_file=data["cut.tfrecord.gz"], num_train_steps=20,
+  proc = _run(_args(data, out, input_file=data["cut.tfrecord.gz"], num_train_steps=10,
                     save_checkpoints_steps=100))
   assert proc.returncode == 2, proc.stderr[-3000:]
   message = _error_line(proc)
   assert message.startswith(f"{data['cut.tfrecord.gz']}: truncated or corrupt TFRecord (")
   assert message.endswith("); write it again or leave it out of the input")
-  assert not [n for n in os.listdir(out) if n.startswith("ckpt-")] if out.exists() else True
+  _assert_quiet_start_up(proc)
+  assert not out.exists() or not [n for n in os.listdir(out) if n.startswith("ckpt-")]
+
+
+def test_gzip_files_without_records_are_refused_before_the_model_is_built(data):
+  """Case 1 for gzip files without a manifest (an empty stream), which only TensorFlow reads;
+  the training stream over them waited forever for its first batch."""
+  from bert_tf.errors import UsageError
+  from bert_tf.pretraining import input_pipeline
+  files = input_pipeline.check_pretraining_files(data["empty.tfrecord.gz"], td.SEQ_LENGTH,
+                                                 td.PREDICTIONS)
+  assert files[0].num_instances == 0 or files[0].num_instances is None
+  with pytest.raises(UsageError) as error:
+    input_pipeline.require_records(files, "--input_file", "training")
+  assert str(error.value) == (f"--input_file: the training files hold no records: "
+                              f"{data['empty.tfrecord.gz']}")
+  good = input_pipeline.check_pretraining_files(
+      f"{data['empty.tfrecord.gz']},{data['good']}", td.SEQ_LENGTH, td.PREDICTIONS)
+  input_pipeline.require_records(good, "--input_file", "training")  # one file with records
 
 
 def _checkpoints(output_dir, steps):
@@ -265,14 +277,64 @@ def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(data, tmp_
   assert warnings[0].endswith(f"), truncated or corrupt; resuming from {out / 'ckpt-1'}")
   assert "global_step = 1\n" in (out / "eval_results.txt").read_text()
   _assert_quiet_start_up(proc)
-  # None good: an error naming the newest, not random weights.
+
+
+def test_no_checkpoint_that_can_be_read_is_an_error_naming_the_newest(tmp_path):
+  """Case 4 when every checkpoint is broken: an error, not random weights."""
+  from bert_tf.errors import UsageError
+  from bert_tf.pretraining import training
+  out = tmp_path / "out"
+  _checkpoints(out, [1, 2])
+  index = out / "ckpt-2.index"
+  index.write_bytes(index.read_bytes()[:300])
   data_file = out / "ckpt-1.data-00000-of-00001"
   data_file.write_bytes(data_file.read_bytes()[:100])
-  (out / "eval_results.txt").unlink()
-  proc = _run(_args(data, out, do_train=False, do_eval=True))
-  assert proc.returncode == 2, proc.stderr[-3000:]
-  message = _error_line(proc)
+  params = training.PretrainingParams(bert_config=td.tiny_config(), output_dir=str(out),
+                                      do_eval=True)
+  strategy = training.create_strategy("one_device")
+  _, checkpoint = training.build_pretraining(params, strategy)
+  keeper = training.CheckpointKeeper(checkpoint, str(out), strategy)
+  assert keeper.candidates() == [str(out / "ckpt-2"), str(out / "ckpt-1")]
+  with pytest.raises(UsageError) as error:
+    keeper.restore_latest()
+  message = str(error.value)
   assert message.startswith(f"--output_dir={out}: no checkpoint can be restored (the newest, "
                             f"{out / 'ckpt-2'}: ")
   assert message.endswith("; 2 tried); delete the broken ones or choose another --output_dir")
-  assert not (out / "eval_results.txt").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# The checks without a command line.
+
+def test_crc32c_is_the_castagnoli_checksum_tfrecords_use(data):
+  from bert_tf.pretraining import run_checks
+  assert run_checks.crc32c(b"123456789") == 0xE3069283  # the standard check value
+  raw = open(data["good"], "rb").read()
+  assert run_checks.masked_crc32c(raw[:8]) == int.from_bytes(raw[8:12], "little")
+  assert run_checks.count_tfrecord_records(data["good"]) == 24
+
+
+def test_past_the_framing_budget_manifest_counts_are_trusted(data, monkeypatch):
+  """Large inputs: only the first FRAMING_CHECK_MAX_BYTES are walked; a truncated file after
+  them is reported when training reads it (see the gzip case above)."""
+  from bert_tf.errors import UsageError
+  from bert_tf.pretraining import run_checks
+  spec = f"{data['good']},{data['short.tfrecord']}"
+  args = ("--input_file", td.SEQ_LENGTH, td.PREDICTIONS, td.VOCAB_SIZE, "config", "training")
+  with pytest.raises(UsageError, match="its manifest says 24 records, the file holds 23"):
+    run_checks.check_input_files(spec, *args)
+  monkeypatch.setattr(run_checks, "FRAMING_CHECK_MAX_BYTES", 100)
+  checked = run_checks.check_input_files(spec, *args)
+  assert [f.num_records for f in checked] == [24, 24]
+
+
+def test_a_data_loss_error_is_traced_to_its_file(data):
+  """TensorFlow's DataLossError names a byte offset only; the message names the file."""
+  import tensorflow as tf
+  from bert_tf.pretraining import run_checks
+  error = tf.errors.DataLossError(None, None, "truncated record at 1234")
+  assert run_checks.data_loss_message(error, [data["good"], data["short.tfrecord"]]) == (
+      f"{data['good']}, {data['short.tfrecord']}: truncated or corrupt TFRecord data (truncated "
+      "record at 1234)")  # the framing is whole: the bytes inside a record were bad
+  message = run_checks.data_loss_message(error, [f"{data['good']},{data['cut.tfrecord.gz']}"])
+  assert message.startswith(f"{data['cut.tfrecord.gz']}: truncated or corrupt TFRecord (")

@@ -120,7 +120,7 @@ def data_loss_message(error, specs):
   each file's framing (uncompressed local files) or its records (others). TensorFlow's message
   names only a byte offset."""
   import tensorflow as tf
-  detail = _first_line(error)
+  detail = first_line(error)
   paths = []
   for spec in specs:
     for path in expand_input_patterns(spec):
@@ -139,12 +139,13 @@ def data_loss_message(error, specs):
       for _ in tf.data.TFRecordDataset(path, compression_type=compression):
         pass
     except tf.errors.OpError as e:
-      return corrupt_tfrecord_message(path, _first_line(e))
+      return corrupt_tfrecord_message(path, first_line(e))
   where = _listing(paths) if paths else "the input"
   return f"{where}: truncated or corrupt TFRecord data ({detail})"
 
 
-def _first_line(error):
+def first_line(error):
+  """The first line of an exception's message (TensorFlow's `.message` where it has one)."""
   text = (getattr(error, "message", None) or str(error)).strip()
   return text.splitlines()[0] if text else type(error).__name__
 
@@ -210,9 +211,11 @@ def check_input_file(path, max_seq_length, max_predictions_per_seq, walk=True):
 
 
 def check_input_files(spec, flag_name, max_seq_length, max_predictions_per_seq, vocab_size,
-                      config_source, what):
+                      config_source, what, cache=None):
   """Checks the local files of --input_file / --eval_input_file (remote patterns are left to
-  TensorFlow); returns the list of `InputFile`."""
+  TensorFlow); returns the list of `InputFile`. `cache` ({path: InputFile}) spares a second walk
+  of files that both flags name."""
+  cache = {} if cache is None else cache
   if any(is_remote(p.strip()) for p in str(spec).split(",") if p.strip()):
     return []
   paths = [p for p in expand_input_patterns(spec, flag_name, example_glob="*.tfrecord")
@@ -221,9 +224,11 @@ def check_input_files(spec, flag_name, max_seq_length, max_predictions_per_seq, 
     raise UsageError(f"{flag_name}: {spec!r} names only manifest files, no TFRecords")
   checked, walked = [], 0
   for p in paths:
-    walk = walked <= FRAMING_CHECK_MAX_BYTES
-    checked.append(check_input_file(p, max_seq_length, max_predictions_per_seq, walk=walk))
-    walked += os.path.getsize(p)
+    if p not in cache:
+      walk = walked <= FRAMING_CHECK_MAX_BYTES
+      cache[p] = check_input_file(p, max_seq_length, max_predictions_per_seq, walk=walk)
+      walked += os.path.getsize(p)
+    checked.append(cache[p])
   too_big = [f for f in checked if f.vocab_size is not None and f.vocab_size > vocab_size]
   if too_big:
     f = too_big[0]
@@ -354,14 +359,14 @@ def check_inputs(flag_values):
   check_output_dir(fv.output_dir)
   vocab_size, source = (limits[0], limits[2]) if limits else (float("inf"), None)
   seq, preds = fv.max_seq_length, fv.max_predictions_per_seq
-  train = eval_ = []
+  train, eval_, cache = [], [], {}
   if fv.do_train:
     train = check_input_files(fv.input_file, "--input_file", seq, preds, vocab_size, source,
-                              "training")
+                              "training", cache)
   if fv.do_eval:
     flag = "--eval_input_file" if fv.eval_input_file else "--input_file"
     eval_ = check_input_files(fv.eval_input_file or fv.input_file, flag, seq, preds, vocab_size,
-                              source, "evaluation")
+                              source, "evaluation", cache)
   if fv.do_eval and not fv.do_train and not fv.init_checkpoint and \
       not is_remote(fv.output_dir) and not has_checkpoint(fv.output_dir):
     raise UsageError(f"--do_eval: --output_dir={fv.output_dir} holds no checkpoint to evaluate "

@@ -18,6 +18,7 @@ import tensorflow as tf
 from absl import logging
 
 from bert_tf.errors import UsageError
+from bert_tf.pretraining.run_checks import first_line
 from bert_tf.utils.io_utils import atomic_write_text, write_eval_results
 
 
@@ -405,7 +406,7 @@ class CheckpointKeeper:
                          f"({str(e).splitlines()[0]}); use the config it was trained with or "
                          "another --output_dir") from None
       except (tf.errors.OpError, IndexError, ValueError) as e:
-        failures.append((path, _first_line(e)))
+        failures.append((path, first_line(e)))
         continue
       for bad, why in failures:
         logging.warning("%s: cannot be restored (%s), truncated or corrupt; resuming from %s",
@@ -424,11 +425,6 @@ class CheckpointKeeper:
       tf.io.gfile.rmtree(self.write_dir)
       return None
     return path
-
-
-def _first_line(error):
-  text = getattr(error, "message", None) or str(error) or type(error).__name__
-  return text.strip().splitlines()[0] if text.strip() else type(error).__name__
 
 
 # ----------------------------------------------------------------------------------------------
