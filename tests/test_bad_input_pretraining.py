@@ -338,3 +338,37 @@ def test_a_data_loss_error_is_traced_to_its_file(data):
       "record at 1234)")  # the framing is whole: the bytes inside a record were bad
   message = run_checks.data_loss_message(error, [f"{data['good']},{data['cut.tfrecord.gz']}"])
   assert message.startswith(f"{data['cut.tfrecord.gz']}: truncated or corrupt TFRecord (")
+
+
+def test_ids_beyond_the_vocab_are_found_in_the_first_record_without_a_manifest(tmp_path):
+  """Case 5 for files without a manifest: the first record's largest id against vocab_size."""
+  from bert_tf.errors import UsageError
+  from bert_tf.pretraining import input_pipeline
+  path = td.write_tfrecord(str(tmp_path / "x.tfrecord"), td.make_records(4), manifest=False)
+  files = input_pipeline.check_pretraining_files(path, td.SEQ_LENGTH, td.PREDICTIONS)
+  input_pipeline.check_vocab_size(files, td.VOCAB_SIZE)
+  largest = max(max(r) for r in (
+      td.features_lib.decode_pretraining_example(td.make_records(4)[0])[k]
+      for k in ("input_ids", "masked_lm_ids")))
+  with pytest.raises(UsageError) as error:
+    input_pipeline.check_vocab_size(files, largest)
+  assert str(error.value) == (f"{path}: its first record holds token id {largest}, but "
+                              f"vocab_size of --bert_config_file is {largest}; use the config of "
+                              "the model the data was made for (or data made with its vocab)")
+
+
+def test_ids_beyond_the_vocab_past_the_first_record_are_named_when_training_meets_them(data,
+                                                                                        tmp_path):
+  """Case 5 when neither a manifest nor the first record tells: the raw InvalidArgumentError of
+  the embedding lookup becomes a line naming the config."""
+  records = td.make_records(1) + td.make_records(16, seed=3, vocab_size=400)
+  path = td.write_tfrecord(str(tmp_path / "big_ids.tfrecord"), records, manifest=False)
+  out = tmp_path / "out"
+  proc = _run(_args(data, out, input_file=path, num_train_steps=4, shuffle_buffer_size=1))
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  message = _error_line(proc)
+  assert message.startswith(f"{data['config']}: vocab_size is {td.VOCAB_SIZE}, but the input "
+                            "holds larger token ids (indices[")
+  assert message.endswith(f" is not in [0, {td.VOCAB_SIZE})); use the config of the model the "
+                          "data was made for")
+  assert not [n for n in os.listdir(out) if n.startswith("ckpt-")]

@@ -115,6 +115,17 @@ def main(argv):
     specs = ([FLAGS.input_file] if FLAGS.do_train else []) + \
         ([FLAGS.eval_input_file or FLAGS.input_file] if FLAGS.do_eval else [])
     raise errors.UsageError(run_checks.data_loss_message(e, specs)) from None
+  except tf.errors.InvalidArgumentError as e:
+    # An id beyond the embedding table in a record the checks did not see (they read manifests
+    # and first records only).
+    detail = next((line.strip() for line in (e.message or "").splitlines()
+                   if "is not in [0, " in line), None)
+    if detail is None:
+      raise
+    raise errors.UsageError(
+        f"{FLAGS.bert_config_file or '--bert_config_file'}: vocab_size is {params.bert_config.vocab_size}, "
+        f"but the input holds larger token ids ({detail}); use the config of the model the data "
+        "was made for") from None
 
 
 def run():

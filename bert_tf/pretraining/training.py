@@ -569,10 +569,10 @@ def run_pretraining(params, strategy):
   _check_params(params)
   seq, preds = params.max_seq_length, params.max_predictions_per_seq
   train_files = eval_files = None
+  eval_flag = "--eval_input_file" if params.eval_input_file else "--input_file"
   if params.do_train:
     train_files = input_pipeline.check_pretraining_files(params.input_file, seq, preds)
   if params.do_eval:
-    eval_flag = "--eval_input_file" if params.eval_input_file else "--input_file"
     eval_files = input_pipeline.check_pretraining_files(
         params.eval_input_file or params.input_file, seq, preds, flag_name=eval_flag)
   for flag, batch, used in (("--train_batch_size", params.train_batch_size, params.do_train),
@@ -581,10 +581,11 @@ def run_pretraining(params, strategy):
       raise UsageError(f"{flag} ({batch}) must be divisible by the number of replicas "
                        f"({strategy.num_replicas_in_sync})")
 
-  if params.do_train:
-    input_pipeline.require_records(train_files, "--input_file", "training")
-  if params.do_eval:
-    input_pipeline.require_records(eval_files, eval_flag, "evaluation")
+  for files, flag, what in ((train_files, "--input_file", "training"),
+                            (eval_files, eval_flag, "evaluation")):
+    if files is not None:
+      input_pipeline.require_records(files, flag, what)
+      input_pipeline.check_vocab_size(files, params.bert_config.vocab_size)
 
   # Nothing is written before every input (the checkpoint to start from included) has been read.
   task, checkpoint = build_pretraining(params, strategy)
