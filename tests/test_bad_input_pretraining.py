@@ -11,6 +11,8 @@ issue 18's list.
 import gzip
 import json
 import os
+import resource
+import signal
 import subprocess
 import sys
 import uuid
@@ -24,11 +26,11 @@ SCRIPT = os.path.join(REPO_ROOT, "run_pretraining.py")
 SHAPE = [f"--max_seq_length={td.SEQ_LENGTH}", f"--max_predictions_per_seq={td.PREDICTIONS}"]
 
 
-def _run(args, timeout=240):
+def _run(args, timeout=240, preexec_fn=None):
   env = dict(os.environ, PYTHONPATH=REPO_ROOT)
   env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user's shell has it: the noise, if any, shows
   return subprocess.run([sys.executable, SCRIPT] + [str(a) for a in args], capture_output=True,
-                        text=True, env=env, timeout=timeout)
+                        text=True, env=env, timeout=timeout, preexec_fn=preexec_fn)
 
 
 def _error_line(proc):
@@ -200,6 +202,26 @@ def test_a_read_only_output_dir_is_refused_before_tensorflow(data, read_only_dir
   nested = read_only_dir / "run1"
   proc = _run(_args(data, nested))
   assert proc.stderr == (f"error: --output_dir={nested}: not writable ({read_only_dir}: {why})\n")
+
+
+def _file_size_limit(max_bytes):
+  """preexec_fn: writes past `max_bytes` fail with EFBIG ("File too large"), as on a full disk."""
+  def apply():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the writer
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+  return apply
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_line_and_leaves_no_partial_checkpoint(
+    data, tmp_path):
+  """A full disk while training (here the file size limit, as any CI can set it): the checkpoint
+  write failed with a traceback and left its ckpt-N_temp folder."""
+  out = tmp_path / "out"
+  proc = _run(_args(data, out), preexec_fn=_file_size_limit(50000))  # a checkpoint is ~90 KB
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert _error_line(proc) == (f"--output_dir={out}: cannot write (File too large); free space "
+                               "or choose another folder; no checkpoint was written")
+  assert not [n for n in os.listdir(out) if n.startswith("ckpt")], os.listdir(out)
 
 
 def test_a_bad_init_checkpoint_is_refused_before_anything_is_written(data, tmp_path):

@@ -126,6 +126,16 @@ def main(argv):
         f"{FLAGS.bert_config_file or '--bert_config_file'}: vocab_size is {params.bert_config.vocab_size}, "
         f"but the input holds larger token ids ({detail}); use the config of the model the data "
         "was made for") from None
+  except tf.errors.OpError as e:  # a full disk or a read-only file system while writing
+    reason = run_checks.write_failure(e)
+    if reason is None:
+      raise
+    latest = tf.train.latest_checkpoint(FLAGS.output_dir)
+    run_checks.remove_partial_checkpoints(FLAGS.output_dir)
+    raise errors.UsageError(
+        f"--output_dir={FLAGS.output_dir}: cannot write ({reason}); free space or choose another "
+        "folder; " + (f"the last complete checkpoint is {latest}" if latest else
+                      "no checkpoint was written")) from None
 
 
 def run():

@@ -32,7 +32,7 @@ from typing import List, Optional
 
 from bert_tf import features as features_lib
 from bert_tf.errors import UsageError
-from bert_tf.utils.io_utils import expand_input_patterns, is_remote
+from bert_tf.utils.io_utils import WRITE_ERRNOS, expand_input_patterns, is_remote
 
 _HEADER = struct.Struct("<QI")  # record length, masked CRC-32C of the length
 _FOOTER_BYTES = 4  # masked CRC-32C of the data
@@ -142,6 +142,26 @@ def data_loss_message(error, specs):
       return corrupt_tfrecord_message(path, first_line(e))
   where = _listing(paths) if paths else "the input"
   return f"{where}: truncated or corrupt TFRecord data ({detail})"
+
+
+def write_failure(error):
+  """The reason (strerror) when a TensorFlow error is a failed write that the user fixes by
+  freeing space or choosing another folder (disk full, quota, file size limit, read-only file
+  system, permission), else None."""
+  import errno
+  message = getattr(error, "message", None) or str(error)
+  for code in WRITE_ERRNOS + (errno.EACCES,):
+    if os.strerror(code) in message:
+      return os.strerror(code)
+  return None
+
+
+def remove_partial_checkpoints(output_dir):
+  """Deletes the `ckpt-N_temp` folders a failed checkpoint write leaves in a local folder."""
+  import shutil
+  if not is_remote(output_dir):
+    for path in glob.glob(os.path.join(output_dir, "ckpt-*_temp")):
+      shutil.rmtree(path, ignore_errors=True)
 
 
 def first_line(error):
