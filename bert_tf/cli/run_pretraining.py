@@ -122,11 +122,15 @@ def main(argv):
                    if "is not in [0, " in line), None)
     if detail is None:
       raise
-    raise errors.UsageError(
-        f"{FLAGS.bert_config_file or '--bert_config_file'}: vocab_size is {params.bert_config.vocab_size}, "
-        f"but the input holds larger token ids ({detail}); use the config of the model the data "
-        "was made for") from None
-  except tf.errors.OpError as e:  # a full disk or a read-only file system while writing
+    config, vocab_size = FLAGS.bert_config_file or "--bert_config_file", params.bert_config.vocab_size
+    if f"[0, {vocab_size})" in detail:
+      raise errors.UsageError(
+          f"{config}: vocab_size is {vocab_size}, but the input holds larger token ids ({detail}); "
+          "use the config of the model the data was made for") from None
+    raise errors.UsageError(f"{config}: the input holds an id beyond one of the model's embedding "
+                            f"tables ({detail}); use the config of the model the data was made "
+                            "for") from None
+  except tf.errors.OpError as e:  # a full disk (or quota, size limit, read-only) while writing
     reason = run_checks.write_failure(e)
     if reason is None:
       raise

@@ -147,10 +147,9 @@ def data_loss_message(error, specs):
 def write_failure(error):
   """The reason (strerror) when a TensorFlow error is a failed write that the user fixes by
   freeing space or choosing another folder (disk full, quota, file size limit, read-only file
-  system, permission), else None."""
-  import errno
+  system), else None."""
   message = getattr(error, "message", None) or str(error)
-  for code in WRITE_ERRNOS + (errno.EACCES,):
+  for code in WRITE_ERRNOS:
     if os.strerror(code) in message:
       return os.strerror(code)
   return None
