@@ -394,3 +394,21 @@ def test_ids_beyond_the_vocab_past_the_first_record_are_named_when_training_meet
   assert message.endswith(f" is not in [0, {td.VOCAB_SIZE})); use the config of the model the "
                           "data was made for")
   assert not [n for n in os.listdir(out) if n.startswith("ckpt-")]
+
+
+def test_the_checks_before_tensorflow_do_not_import_it(data, tmp_path):
+  """Case 10 itself: the start-up lines are filtered once TensorFlow loads, so the quiet stderr of
+  the matrix does not prove by itself that it was not loaded; sys.modules does."""
+  probe = ("import sys\n"
+           "from bert_tf.cli import run_pretraining\n"
+           "run_pretraining.define_flags()\n"
+           "try:\n"
+           "  run_pretraining.run()\n"
+           "except SystemExit as e:\n"
+           "  print(e.code, 'tensorflow' in sys.modules, 'keras' in sys.modules)\n")
+  for input_file in (data["cut.tfrecord"], data["zero.tfrecord"], data["good"]):
+    args = _args(data, tmp_path / "out", input_file=input_file, do_train=False, do_eval=True)
+    proc = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=REPO_ROOT), timeout=120)
+    assert proc.stdout == "2 False False\n", proc.stderr[-3000:]
+    assert proc.stderr.startswith("error: ")
