@@ -412,3 +412,34 @@ def test_the_checks_before_tensorflow_do_not_import_it(data, tmp_path):
                           env=dict(os.environ, PYTHONPATH=REPO_ROOT), timeout=120)
     assert proc.stdout == "2 False False\n", proc.stderr[-3000:]
     assert proc.stderr.startswith("error: ")
+
+
+def test_a_hugging_face_init_checkpoint_stands_for_the_config_before_tensorflow(data, tmp_path):
+  """Without --bert_config_file, a Hugging Face --init_checkpoint's config.json gives the limits
+  the files are checked against (its position table, its vocab)."""
+  import types
+  from bert_tf.errors import UsageError
+  from bert_tf.pretraining import run_checks
+  hf = tmp_path / "hf"
+  hf.mkdir()
+  (hf / "config.json").write_text(json.dumps({"model_type": "bert", "vocab_size": 32,
+                                              "max_position_embeddings": 512}))
+  flags = dict(bert_config_file=None, init_checkpoint=str(hf), input_file=data["good"],
+               eval_input_file=None, output_dir=str(tmp_path / "out"), do_train=True,
+               do_eval=False, train_batch_size=4, eval_batch_size=4, num_train_steps=2,
+               save_checkpoints_steps=1, max_eval_steps=1, max_seq_length=td.SEQ_LENGTH,
+               max_predictions_per_seq=td.PREDICTIONS, steps_per_loop=1, log_steps=1,
+               keep_checkpoint_max=1, gradient_accumulation_steps=1)
+  with pytest.raises(UsageError) as error:
+    run_checks.check_inputs(types.SimpleNamespace(**flags))
+  assert str(error.value).startswith(f"{hf / 'config.json'}: vocab_size is 32, but ")
+  (hf / "config.json").write_text(json.dumps({"model_type": "bert", "vocab_size": 30522,
+                                              "max_position_embeddings": 8}))
+  with pytest.raises(UsageError) as error:
+    run_checks.check_inputs(types.SimpleNamespace(**flags))
+  assert str(error.value) == (f"--max_seq_length ({td.SEQ_LENGTH}) is longer than "
+                              f"max_position_embeddings (8) of {hf / 'config.json'}")
+  (hf / "config.json").write_text(json.dumps({"model_type": "bert", "vocab_size": 30522}))
+  checked = run_checks.check_inputs(types.SimpleNamespace(**flags))
+  assert [f.num_records for f in checked.train_files] == [24]
+  assert not (tmp_path / "out").exists()
