@@ -114,3 +114,39 @@ def resolve_legacy_tpu_flags(flag_values=None):
       raise UsageError(f"--iterations_per_loop must be >= 1, got {fv.iterations_per_loop}")
     steps_per_loop = fv.iterations_per_loop
   return strategy, tpu, steps_per_loop
+
+
+# The lines TensorFlow's C++ libraries print while they load, before any logging setting applies
+# (TF_CPP_MIN_LOG_LEVEL hides the later ones): INFO lines ("I0000 ..."), and absl's notice that
+# precedes them.
+_START_UP_NOTICE = "WARNING: All log messages before absl::InitializeLog() is called"
+
+
+def import_tensorflow_quietly(flag_values=None):
+  """Imports TensorFlow without its start-up INFO lines (oneDNN, CUDA probing, CPU features) and
+  with TF_CPP_MIN_LOG_LEVEL=2 (its C++ INFO and WARNING lines off), unless --verbosity is given
+  or TF_CPP_MIN_LOG_LEVEL is set. Lines the libraries print at a higher level are passed on.
+  Returns the module."""
+  import os
+  import sys
+  import tempfile
+  fv = flag_values or flags.FLAGS
+  if "tensorflow" in sys.modules or fv["verbosity"].present or "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+    import tensorflow as tf
+    return tf
+  os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      import tensorflow as tf
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+      captured.seek(0)
+      kept = [line for line in captured.read().decode("utf-8", "replace").splitlines(True)
+              if not (line.startswith(_START_UP_NOTICE) or line.startswith("I0000 "))]
+      sys.stderr.write("".join(kept))
+      sys.stderr.flush()
+  return tf

@@ -83,17 +83,63 @@ def params_from_flags():
       shuffle_buffer_size=FLAGS.shuffle_buffer_size, strict_checkpoint=FLAGS.strict_checkpoint)
 
 
+def check_remote_eval_checkpoint():
+  """--do_eval alone on a remote --output_dir without a checkpoint (local ones are checked by
+  `run_checks.check_inputs`, before TensorFlow)."""
+  from bert_tf.utils.io_utils import is_remote
+  if FLAGS.do_eval and not FLAGS.do_train and not FLAGS.init_checkpoint and \
+      is_remote(FLAGS.output_dir):
+    import tensorflow as tf
+    if not tf.train.latest_checkpoint(FLAGS.output_dir):
+      raise errors.UsageError(f"--do_eval: --output_dir={FLAGS.output_dir} holds no checkpoint "
+                              "to evaluate and no --init_checkpoint is given")
+
+
 def main(argv):
-  from bert_tf.pretraining import training
   if len(argv) > 1:
     raise errors.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.INFO)
   common.validate_runtime_flags()
   FLAGS.distribution_strategy, FLAGS.tpu, FLAGS.steps_per_loop = common.resolve_legacy_tpu_flags()
+  from bert_tf.pretraining import run_checks
+  run_checks.check_inputs(FLAGS)  # flags and local files, before TensorFlow loads
+  tf = common.import_tensorflow_quietly()
+  logging.set_verbosity(logging.INFO)
+  from bert_tf.pretraining import training
+  check_remote_eval_checkpoint()
   params = params_from_flags()
   training.precision_policy_from_flags(FLAGS)
   strategy = training.strategy_from_flags(FLAGS)
-  training.run_pretraining(params, strategy)
+  try:
+    training.run_pretraining(params, strategy)
+  except tf.errors.DataLossError as e:  # a file the checks could not read through (gzip, remote)
+    specs = ([FLAGS.input_file] if FLAGS.do_train else []) + \
+        ([FLAGS.eval_input_file or FLAGS.input_file] if FLAGS.do_eval else [])
+    raise errors.UsageError(run_checks.data_loss_message(e, specs)) from None
+  except tf.errors.InvalidArgumentError as e:
+    # An id beyond the embedding table in a record the checks did not see (they read manifests
+    # and first records only).
+    detail = next((line.strip() for line in (e.message or "").splitlines()
+                   if "is not in [0, " in line), None)
+    if detail is None:
+      raise
+    config, vocab_size = FLAGS.bert_config_file or "--bert_config_file", params.bert_config.vocab_size
+    if f"[0, {vocab_size})" in detail:
+      raise errors.UsageError(
+          f"{config}: vocab_size is {vocab_size}, but the input holds larger token ids ({detail}); "
+          "use the config of the model the data was made for") from None
+    raise errors.UsageError(f"{config}: the input holds an id beyond one of the model's embedding "
+                            f"tables ({detail}); use the config of the model the data was made "
+                            "for") from None
+  except tf.errors.OpError as e:  # a full disk (or quota, size limit, read-only) while writing
+    reason = run_checks.write_failure(e)
+    if reason is None:
+      raise
+    latest = tf.train.latest_checkpoint(FLAGS.output_dir)
+    run_checks.remove_partial_checkpoints(FLAGS.output_dir)
+    raise errors.UsageError(
+        f"--output_dir={FLAGS.output_dir}: cannot write ({reason}); free space or choose another "
+        "folder; " + (f"the last complete checkpoint is {latest}" if latest else
+                      "no checkpoint was written")) from None
 
 
 def run():

@@ -37,7 +37,8 @@ class PretrainingFile:
 
 def list_pretraining_files(input_file, flag_name="--input_file"):
   """Expands --input_file (comma lists, globs) into TFRecord paths, leaving out manifests."""
-  files = [f for f in expand_input_patterns(input_file, flag_name) if not features_lib.is_manifest(f)]
+  files = [f for f in expand_input_patterns(input_file, flag_name, example_glob="*.tfrecord")
+           if not features_lib.is_manifest(f)]
   if not files:
     raise UsageError(f"{flag_name}: {input_file!r} names only manifest files, no TFRecords")
   return files
@@ -94,6 +95,51 @@ def check_pretraining_files(input_file, max_seq_length, max_predictions_per_seq,
   """`list_pretraining_files` + `check_pretraining_file` on each: the list of `PretrainingFile`."""
   return [check_pretraining_file(p, max_seq_length, max_predictions_per_seq)
           for p in list_pretraining_files(input_file, flag_name)]
+
+
+def check_vocab_size(files, vocab_size, config_name="--bert_config_file"):
+  """Raises `UsageError` naming the file when its records use ids the model has no embedding
+  for: its manifest's vocab size, or (no manifest) the largest id of its first record, above
+  `vocab_size`. (An id out of range fails deep in the model on CPU, and may pass silently on
+  GPU.) Run before TensorFlow, `run_checks` does the manifest part for local files."""
+  for f in files:
+    manifest = features_lib.read_manifest(f.path)
+    if manifest is not None:
+      if (manifest.get("vocab_size") or 0) > vocab_size:
+        raise UsageError(
+            f"{config_name}: vocab_size is {vocab_size}, but {features_lib.manifest_path(f.path)} "
+            f"says its records use a vocab of {manifest['vocab_size']} ids; use the config of the "
+            "model the data was made for (or data made with its vocab)")
+      continue
+    record = _first_record(f.path, f.compression)
+    if record is None:
+      continue
+    example = features_lib.decode_pretraining_example(record)
+    largest = max(list(example.get("input_ids", [])) + list(example.get("masked_lm_ids", [])) + [0])
+    if largest >= vocab_size:
+      raise UsageError(f"{f.path}: its first record holds token id {largest}, but vocab_size of "
+                       f"{config_name} is {vocab_size}; use the config of the model the data was "
+                       "made for (or data made with its vocab)")
+
+
+def require_records(files, flag_name="--input_file", what="training"):
+  """Raises `UsageError` naming the files when none of them holds a record (a training stream
+  over them would wait forever for its first batch).
+
+  Counts from the manifests are used where the files have them; otherwise the files are read
+  only up to their first record."""
+  if any(f.num_instances for f in files):
+    return
+  unknown = [f for f in files if f.num_instances is None]
+  for f in unknown:
+    try:
+      for _ in tf.data.TFRecordDataset(f.path, compression_type=f.compression).take(1):
+        return
+    except tf.errors.OpError:
+      return  # unreadable rather than empty: reported when it is read, naming the file
+  paths = [f.path for f in files]
+  listing = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+  raise UsageError(f"{flag_name}: the {what} files hold no records: {listing}")
 
 
 def count_records(pretraining_file):

@@ -18,6 +18,7 @@ import tensorflow as tf
 from absl import logging
 
 from bert_tf.errors import UsageError
+from bert_tf.pretraining.run_checks import first_line
 from bert_tf.utils.io_utils import atomic_write_text, write_eval_results
 
 
@@ -365,12 +366,58 @@ class CheckpointKeeper:
   def latest(self):
     return tf.train.latest_checkpoint(self.output_dir)
 
+  def candidates(self):
+    """The checkpoints of the output dir, newest first: those the `checkpoint` file lists, then
+    any other `ckpt-N` whose index exists (by step)."""
+    paths = []
+    state = tf.train.get_checkpoint_state(self.output_dir)
+    if state is not None:
+      listed = list(state.all_model_checkpoint_paths or [])
+      if state.model_checkpoint_path and state.model_checkpoint_path not in listed:
+        listed.append(state.model_checkpoint_path)
+      paths = [p if os.path.isabs(p) or "://" in p else os.path.join(self.output_dir, p)
+               for p in reversed(listed)]
+
+    def step_of(prefix):
+      tail = prefix.rsplit("-", 1)[-1]
+      return int(tail) if tail.isdigit() else -1
+
+    found = [i[:-len(".index")] for i in tf.io.gfile.glob(os.path.join(self.output_dir, "ckpt-*.index"))]
+    paths += sorted((p for p in found if p not in paths), key=step_of, reverse=True)
+    return paths
+
   def restore_latest(self):
-    """Restores the newest checkpoint of the output dir; returns its path or None."""
-    path = self.latest()
-    if path:
-      self.checkpoint.restore(path).assert_existing_objects_matched()
-    return path
+    """Restores the newest checkpoint of the output dir that can be read; returns its path or None.
+
+    A checkpoint that cannot be read (truncated or corrupt files, what a preempted writer leaves)
+    is skipped with a warning naming it, for the one before it. Raises `UsageError` when there
+    are checkpoints but none can be read, or when one does not match the model.
+    """
+    paths = self.candidates()
+    failures = []
+    for path in paths:
+      if not tf.io.gfile.exists(path + ".index"):
+        failures.append((path, "its .index file is missing"))
+        continue
+      try:
+        self.checkpoint.restore(path).assert_existing_objects_matched()
+      except AssertionError as e:
+        raise UsageError(f"{path}: does not match the model of the bert config "
+                         f"({str(e).splitlines()[0]}); use the config it was trained with or "
+                         "another --output_dir") from None
+      except (tf.errors.OpError, IndexError, ValueError) as e:
+        failures.append((path, first_line(e)))
+        continue
+      for bad, why in failures:
+        logging.warning("%s: cannot be restored (%s), truncated or corrupt; resuming from %s",
+                        bad, why, path)
+      return path
+    if failures:
+      bad, why = failures[0]
+      raise UsageError(
+          f"--output_dir={self.output_dir}: no checkpoint can be restored (the newest, {bad}: "
+          f"{why}; {len(failures)} tried); delete the broken ones or choose another --output_dir")
+    return None
 
   def save(self, step):
     path = self.manager.save(checkpoint_number=step)
@@ -468,22 +515,11 @@ def _drop_log_lines_after(path, step):
 
 
 def _check_params(p):
-  for name in ("train_batch_size", "eval_batch_size", "num_train_steps", "save_checkpoints_steps",
-               "max_eval_steps", "max_seq_length", "max_predictions_per_seq", "steps_per_loop",
-               "log_steps", "keep_checkpoint_max", "gradient_accumulation_steps"):
-    if getattr(p, name) < 1:
-      raise UsageError(f"--{name} must be >= 1, got {getattr(p, name)}")
-  if not (p.do_train or p.do_eval):
-    raise UsageError("at least one of --do_train or --do_eval must be true")
+  from bert_tf.pretraining.run_checks import check_flag_values
+  check_flag_values(p)
   if p.max_seq_length > p.bert_config.max_position_embeddings:
     raise UsageError(f"--max_seq_length ({p.max_seq_length}) is longer than max_position_embeddings "
                      f"({p.bert_config.max_position_embeddings}) of --bert_config_file")
-  if not p.output_dir:
-    raise UsageError("--output_dir is required")
-  if p.do_train and not p.input_file:
-    raise UsageError("--input_file is required with --do_train")
-  if p.do_eval and not (p.eval_input_file or p.input_file):
-    raise UsageError("--do_eval needs --eval_input_file (or --input_file)")
 
 
 def build_pretraining(params, strategy):
@@ -533,19 +569,25 @@ def run_pretraining(params, strategy):
   _check_params(params)
   seq, preds = params.max_seq_length, params.max_predictions_per_seq
   train_files = eval_files = None
+  eval_flag = "--eval_input_file" if params.eval_input_file else "--input_file"
   if params.do_train:
     train_files = input_pipeline.check_pretraining_files(params.input_file, seq, preds)
   if params.do_eval:
-    flag = "--eval_input_file" if params.eval_input_file else "--input_file"
     eval_files = input_pipeline.check_pretraining_files(
-        params.eval_input_file or params.input_file, seq, preds, flag_name=flag)
+        params.eval_input_file or params.input_file, seq, preds, flag_name=eval_flag)
   for flag, batch, used in (("--train_batch_size", params.train_batch_size, params.do_train),
                             ("--eval_batch_size", params.eval_batch_size, params.do_eval)):
     if used and batch % strategy.num_replicas_in_sync:
       raise UsageError(f"{flag} ({batch}) must be divisible by the number of replicas "
                        f"({strategy.num_replicas_in_sync})")
 
-  tf.io.gfile.makedirs(params.output_dir)
+  for files, flag, what in ((train_files, "--input_file", "training"),
+                            (eval_files, eval_flag, "evaluation")):
+    if files is not None:
+      input_pipeline.require_records(files, flag, what)
+      input_pipeline.check_vocab_size(files, params.bert_config.vocab_size)
+
+  # Nothing is written before every input (the checkpoint to start from included) has been read.
   task, checkpoint = build_pretraining(params, strategy)
   keeper = CheckpointKeeper(checkpoint, params.output_dir, strategy, params.keep_checkpoint_max)
   restored = keeper.restore_latest()
@@ -555,6 +597,7 @@ def run_pretraining(params, strategy):
     from bert_tf.checkpoints import init_from_checkpoint
     init_from_checkpoint(task.model, params.init_checkpoint, strict=params.strict_checkpoint)
     logging.info("initialised weights from %s", params.init_checkpoint)
+  tf.io.gfile.makedirs(params.output_dir)
   if keeper.chief:
     params.bert_config.to_json_file(os.path.join(params.output_dir, "bert_config.json"))
 

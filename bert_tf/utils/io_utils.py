@@ -24,11 +24,12 @@ def is_remote(path):
   return "://" in path
 
 
-def expand_input_patterns(spec, flag_name="--input_file"):
+def expand_input_patterns(spec, flag_name="--input_file", example_glob="*.txt"):
   """Expands a comma-separated list of paths and globs into a sorted-per-pattern list of files.
 
   Order: patterns in the order given, the matches of each glob sorted. Raises `UsageError` naming
-  the flag when a pattern matches nothing.
+  the flag when a pattern matches nothing, or only folders (the message suggests
+  `<folder>/<example_glob>`).
   """
   if spec is None or not str(spec).strip():
     raise UsageError(f"{flag_name} is required")
@@ -47,7 +48,7 @@ def expand_input_patterns(spec, flag_name="--input_file"):
         what = (f"{pattern} is a directory" if found == [os.path.expanduser(pattern)]
                 else f"{pattern!r} matches only directories ({', '.join(found[:3])})")
         raise UsageError(f"{flag_name}: {what}; name the files in it, e.g. "
-                         f"{os.path.join(found[0], '*.txt')}")
+                         f"{os.path.join(found[0], example_glob)}")
     if not matches:
       raise UsageError(f"{flag_name}: no file matches {pattern!r}")
     files.extend(matches)
