@@ -20,7 +20,7 @@ TMP_IN_README = "/tmp/bert_tf/"  # where the README's examples write; redirected
 
 # Pages linked from the docs that another branch writes; while one is missing its links are not
 # checked, and test_pending_pages_exist says so (skipped, with the reason). Drop an entry once merged.
-PENDING = {"docs/errors.md": "written on the error-handling branches of issue 18, merged by the lead"}
+PENDING = {}  # pages linked before they exist, with the reason (none now)
 
 # README commands run by test_readme_commands_run_as_written, in README order, as written, with
 # these flags appended (absl takes the last value of a repeated flag) to keep them to seconds.
@@ -188,12 +188,6 @@ def _anchors(path):
   text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
   return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
           for h in re.findall(r"^#+ (.*)$", text, re.M)}
-
-
-@pytest.mark.parametrize("rel", sorted(PENDING))
-def test_pending_pages_exist(rel):
-  if not (REPO / rel).exists():
-    pytest.skip(f"{rel} does not exist on this branch yet: {PENDING[rel]}")
 
 
 def test_every_readme_command_is_run_or_skipped_with_a_reason():

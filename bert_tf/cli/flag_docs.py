@@ -96,7 +96,12 @@ def _default_text(value):
     return "true" if value else "false"
   if isinstance(value, (list, tuple)):
     return ",".join(str(v) for v in value)
-  return str(value)
+  text = str(value)
+  # A default computed from the checkout's location (the demo's --data_dir) is shown relative to
+  # it, so the table is the same in every clone.
+  if text == str(REPO) or text.startswith(str(REPO) + os.sep):
+    text = "<checkout>" + text[len(str(REPO)):]
+  return text
 
 
 def read_flags(module):
