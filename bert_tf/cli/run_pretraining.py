@@ -84,9 +84,10 @@ def params_from_flags():
 
 
 def main(argv):
-  from bert_tf.pretraining import training
   if len(argv) > 1:
     raise errors.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  common.refuse_if_output_dir_is_locked()
+  from bert_tf.pretraining import training
   logging.set_verbosity(logging.INFO)
   common.validate_runtime_flags()
   FLAGS.distribution_strategy, FLAGS.tpu, FLAGS.steps_per_loop = common.resolve_legacy_tpu_flags()
@@ -98,7 +99,7 @@ def main(argv):
 
 def run():
   define_flags()
-  errors.run_main(main)
+  errors.run_main(main, stop_on_sigterm=True)
 
 
 if __name__ == "__main__":
