@@ -290,3 +290,35 @@ def test_sigint_during_pretraining_checkpoints_its_step_and_resume_is_exact(tmp_
   assert resumed_weights.keys() == full_weights.keys()
   for key in full_weights:
     np.testing.assert_array_equal(resumed_weights[key], full_weights[key], err_msg=key)
+
+
+# ---------------------------------------------------------------------------------------------
+# The signal plumbing, without TensorFlow
+# ---------------------------------------------------------------------------------------------
+
+def test_the_first_signal_is_a_request_and_the_second_one_acts_at_once():
+  from bert_tf.utils.stop_signals import StopRequests
+  before = signal.getsignal(signal.SIGTERM)
+  with pytest.raises(StoppedBySignal) as stopped:
+    with StopRequests() as stop:
+      os.kill(os.getpid(), signal.SIGTERM)
+      assert stop.signum == signal.SIGTERM  # recorded, the process goes on
+      assert signal.getsignal(signal.SIGTERM) == signal.getsignal(signal.SIGINT) == signal.SIG_DFL
+  # Not consumed by a loop: raised on the way out, without a step.
+  assert stopped.value.step is None and str(stopped.value) == (
+      "stopped by SIGTERM; run the same command to resume from the last checkpoint in --output_dir")
+  assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_sigterm_outside_the_training_loop_ends_the_command_with_one_line():
+  script = ("import os, signal, time\n"
+            "from bert_tf.errors import run_main\n"
+            "def main(argv):\n"
+            "  os.kill(os.getpid(), signal.SIGTERM)\n"
+            "  time.sleep(30)\n"
+            "run_main(main, stop_on_sigterm=True)\n")
+  proc = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=_env(),
+                        capture_output=True, text=True, timeout=60)
+  assert proc.returncode == 143
+  assert proc.stderr.strip() == ("error: stopped by SIGTERM; run the same command to resume from "
+                                 "the last checkpoint in --output_dir")
