@@ -16,9 +16,10 @@ class UsageError(Exception):
   """A problem with the user's input: flags, files or data. The message is shown as is."""
 
 
-class StoppedBySignal(Exception):
+class StoppedBySignal(BaseException):
   """SIGTERM/SIGINT stopped the run. `step` and `checkpoint`: where the training loop stopped and
-  the checkpoint it wrote there (None outside the loop)."""
+  the checkpoint it wrote there (None outside the loop). A BaseException, as KeyboardInterrupt:
+  an `except Exception` on the way out must not swallow it."""
 
   def __init__(self, signum, step=None, checkpoint=None):
     self.signum, self.step, self.checkpoint = signum, step, checkpoint

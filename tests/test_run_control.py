@@ -322,3 +322,39 @@ def test_sigterm_outside_the_training_loop_ends_the_command_with_one_line():
   assert proc.returncode == 143
   assert proc.stderr.strip() == ("error: stopped by SIGTERM; run the same command to resume from "
                                  "the last checkpoint in --output_dir")
+
+
+# The main thread blocks in C with the GIL released, as in a long TensorFlow call: its Python
+# signal handler cannot run until the call returns (here: never; a relocked mutex).
+_STUCK = """
+import ctypes, signal, sys, time
+from bert_tf.utils.stop_signals import StopRequests
+libc = ctypes.CDLL(None)
+mutex = ctypes.create_string_buffer(64)  # zeroed: PTHREAD_MUTEX_INITIALIZER
+libc.pthread_mutex_lock(mutex)
+with StopRequests():
+  print("ready", flush=True)
+  libc.pthread_mutex_lock(mutex)  # never returns
+print("not reached", flush=True)
+"""
+
+
+def test_a_second_signal_ends_the_process_even_while_the_main_thread_is_stuck_in_c():
+  if not sys.platform.startswith("linux"):
+    pytest.skip("uses glibc's pthread_mutex_lock")
+  proc = subprocess.Popen([sys.executable, "-c", _STUCK], cwd=REPO_ROOT, env=_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert proc.poll() is None  # the first one only asks
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert proc.returncode == 143 and "not reached" not in out
+  assert err.strip() == ("error: stopped at once by a second SIGTERM; no checkpoint written for "
+                         "the current step; run the same command to resume from the last "
+                         "checkpoint in --output_dir")

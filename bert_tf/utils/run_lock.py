@@ -75,6 +75,12 @@ def _read_owner(fd):
     return None
 
 
+def _names_a_dead_run(owner):
+  pid = owner.get("pid")
+  return (owner.get("host") == socket.gethostname() and isinstance(pid, int)
+          and not _process_exists(pid))
+
+
 def _describe(owner):
   if not owner:
     return "another run (its lock file names no owner yet)"
@@ -117,9 +123,11 @@ class RunLock:
         continue
       owner = _read_owner(fd)
       os.close(fd)
-      if owner is not None or attempt == _ACQUIRE_TRIES - 1:
+      if attempt == _ACQUIRE_TRIES - 1 or (owner is not None and not _names_a_dead_run(owner)):
         raise UsageError(_in_use_message(self.output_dir, owner))
-      time.sleep(0.1)  # a check_not_locked, or a holder about to write its name
+      # A moment's flock: a check_not_locked, or a run that has just taken this (empty or
+      # stale) file and is about to write its own name into it.
+      time.sleep(0.1)
     else:
       raise UsageError(_in_use_message(self.output_dir, None))
     self._take_over_from(_read_owner(fd), fd)
@@ -169,11 +177,9 @@ class RunLock:
           f"--output_dir={self.output_dir} is locked by {_describe(owner)} (lock file "
           f"{self.path}); this host ({socket.gethostname()}) cannot tell whether that run still "
           f"goes: if it has ended, delete {self.path} and run again")
-    pid = owner.get("pid")
-    state = ("is no longer running" if isinstance(pid, int) and not _process_exists(pid)
-             else "no longer holds it")
+    state = "is no longer running" if _names_a_dead_run(owner) else "no longer holds it"
     logging.warning("taking over the lock file %s of pid %s on host %s (since %s), which %s",
-                    self.path, pid, host, owner.get("started", "?"), state)
+                    self.path, owner.get("pid"), host, owner.get("started", "?"), state)
 
   def release(self):
     fd, self._fd = self._fd, None
