@@ -159,6 +159,16 @@ def test_a_second_run_pretraining_on_a_locked_output_dir_is_refused(tmp_path, pr
   assert match and int(match["pid"]) == os.getpid() and match["dir"] == str(out), errors[0]
 
 
+@pytest.mark.parametrize("command", ["run_classifier.py", "run_ner.py"])
+def test_the_fine_tuning_commands_refuse_a_locked_output_dir_too(tmp_path, command):
+  with run_lock.RunLock(tmp_path):
+    proc = subprocess.run([sys.executable, command, f"--output_dir={tmp_path}", "--do_train"],
+                          cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+  errors = _error_lines(proc.stderr)
+  assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
+  assert IN_USE.match(errors[0][len("error: "):]), errors[0]
+
+
 class _Run:
   """A command started in the background; its stderr lines collected as they come."""
 
