@@ -68,6 +68,16 @@ def explicit_bool(name, flag_values=None):
   return fv[name].value if fv[name].present else None
 
 
+def refuse_if_output_dir_is_locked(flag_values=None):
+  """Raises `UsageError` at once when a live run holds --output_dir's lock (`run_lock`), before
+  TensorFlow loads; writes nothing. The lock itself is taken just before the first write. Skipped
+  for multi-worker runs: their workers start at different times and only the chief locks."""
+  from bert_tf.utils import run_lock
+  fv = flag_values or flags.FLAGS
+  if fv.distribution_strategy != "multi_worker_mirrored":
+    run_lock.check_not_locked(fv.output_dir)
+
+
 def validate_runtime_flags(flag_values=None):
   """Raises `UsageError` naming the flag when a runtime flag has a value that cannot work."""
   from bert_tf.errors import UsageError

@@ -88,6 +88,7 @@ def options_from_flags(fv=None):
 def main(argv):
   if len(argv) > 1:
     raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  common.refuse_if_output_dir_is_locked()
   from bert_tf.finetuning import run_options
   opts = options_from_flags()
   inputs = run_options.preflight(opts)  # flags, files and every row, before TensorFlow loads
@@ -98,7 +99,7 @@ def main(argv):
 
 def run():
   define_flags()
-  run_main(main)
+  run_main(main, stop_on_sigterm=True)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,7 @@ def options_from_flags(fv=None):
 def main(argv):
   if len(argv) > 1:
     raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  common.refuse_if_output_dir_is_locked()
   from bert_tf.finetuning.tagging import run_ner
   logging.set_verbosity(logging.INFO)
   run_ner(options_from_flags())
@@ -86,7 +87,7 @@ def main(argv):
 
 def run():
   define_flags()
-  run_main(main)
+  run_main(main, stop_on_sigterm=True)
 
 
 if __name__ == "__main__":

@@ -102,6 +102,7 @@ def main(argv):
   FLAGS.distribution_strategy, FLAGS.tpu, FLAGS.steps_per_loop = common.resolve_legacy_tpu_flags()
   from bert_tf.pretraining import run_checks
   run_checks.check_inputs(FLAGS)  # flags and local files, before TensorFlow loads
+  common.refuse_if_output_dir_is_locked()
   tf = common.import_tensorflow_quietly()
   logging.set_verbosity(logging.INFO)
   from bert_tf.pretraining import training
@@ -144,7 +145,7 @@ def main(argv):
 
 def run():
   define_flags()
-  errors.run_main(main)
+  errors.run_main(main, stop_on_sigterm=True)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,12 @@ import tensorflow as tf
 from absl import logging
 
 from bert_tf.configs import BertConfig
-from bert_tf.errors import UsageError
+from bert_tf.errors import StoppedBySignal, UsageError
 from bert_tf.finetuning import run_options
 from bert_tf.finetuning.run_options import RunOptions  # noqa: F401 (re-exported)
 from bert_tf.utils.io_utils import atomic_output, is_remote, read_eval_results, write_eval_results  # noqa: F401 (re-exported)
-from bert_tf.pretraining.training import write_scalar_summary
+from bert_tf.pretraining.training import is_chief, is_multi_worker, write_scalar_summary
+from bert_tf.utils import run_lock, stop_signals
 
 # ----------------------------------------------------------------------------------------------
 # 1. Packing token ids into model inputs
@@ -354,6 +355,10 @@ class FineTuner:
 
     Returns:
       the last step's loss (float).
+
+    Raises:
+      StoppedBySignal: after the first SIGTERM/SIGINT, at the end of the current call of
+        `steps_per_loop` steps, once the checkpoint at that step is written.
     """
     step = int(self.optimizer.iterations.numpy())
     if step >= num_train_steps:
@@ -366,28 +371,36 @@ class FineTuner:
     loss = float("nan")
     last_log, last_time = step, time.time()
     last_save = step
-    while step < num_train_steps:
-      n = min(steps_per_loop, num_train_steps - step)
-      loss = float(train_steps(iterator, tf.constant(n)))
-      step = int(self.optimizer.iterations.numpy())
-      if not np.isfinite(loss) and not self.loss_scaling:
-        raise UsageError(f"training loss is {loss} at step {step}; lower --learning_rate")
-      if step - last_log >= log_steps or step >= num_train_steps:
-        elapsed = max(time.time() - last_time, 1e-9)
-        rate = (step - last_log) * self.global_batch_size / elapsed
-        lr = float(self._learning_rate())
-        logging.info("step %d/%d  loss %.4f  lr %.3g  %.1f examples/s", step, num_train_steps,
-                     loss, lr, rate)
-        if writer is not None:
-          with writer.as_default(step=step):
-            write_scalar_summary("loss", loss)
-            write_scalar_summary("learning_rate", lr)
-            write_scalar_summary("examples_per_second", rate)
-        last_log, last_time = step, time.time()
-      if checkpoint_manager is not None and (step - last_save >= save_checkpoints_steps
-                                             or step >= num_train_steps):
-        checkpoint_manager.save(checkpoint_number=step)
-        last_save = step
+    with stop_signals.StopRequests(enabled=not is_multi_worker(self.strategy)) as stop:
+      while step < num_train_steps:
+        n = min(steps_per_loop, num_train_steps - step)
+        loss = float(train_steps(iterator, tf.constant(n)))
+        step = int(self.optimizer.iterations.numpy())
+        if not np.isfinite(loss) and not self.loss_scaling:
+          raise UsageError(f"training loss is {loss} at step {step}; lower --learning_rate")
+        if step - last_log >= log_steps or step >= num_train_steps:
+          elapsed = max(time.time() - last_time, 1e-9)
+          rate = (step - last_log) * self.global_batch_size / elapsed
+          lr = float(self._learning_rate())
+          logging.info("step %d/%d  loss %.4f  lr %.3g  %.1f examples/s", step, num_train_steps,
+                       loss, lr, rate)
+          if writer is not None:
+            with writer.as_default(step=step):
+              write_scalar_summary("loss", loss)
+              write_scalar_summary("learning_rate", lr)
+              write_scalar_summary("examples_per_second", rate)
+          last_log, last_time = step, time.time()
+        if checkpoint_manager is not None and (step - last_save >= save_checkpoints_steps
+                                               or step >= num_train_steps):
+          checkpoint_manager.save(checkpoint_number=step)
+          last_save = step
+        if stop.signum is not None:  # SIGTERM/SIGINT: stop at this step, resumable from it
+          if checkpoint_manager is not None and last_save != step:
+            checkpoint_manager.save(checkpoint_number=step)
+          if writer is not None:
+            writer.flush()
+          raise StoppedBySignal(stop.signum, step, checkpoint_manager and
+                                checkpoint_manager.latest_checkpoint)
     if writer is not None:
       writer.flush()
     return loss
@@ -614,12 +627,14 @@ def _prefixed(results, suffix):
   return {head + key: value for key, value in results.items()}
 
 
+@run_lock.released_at_return
 def run_classifier(opts, inputs=None):
   """Trains, evaluates, predicts and exports as the options say; returns the eval results dict.
 
   Every input is checked before the first write: flags, files, every row of every split the run
   reads, the config, the vocab and --init_checkpoint (loaded into the model); only then is
-  --output_dir created and labels.json written.
+  --output_dir created, its lock taken (`bert_tf.utils.run_lock`, held until this returns) and
+  labels.json written.
 
   Args:
     opts: `RunOptions`.
@@ -674,6 +689,8 @@ def run_classifier(opts, inputs=None):
 
   # Every input is valid: the first writes.
   tf.io.gfile.makedirs(opts.output_dir)
+  if is_chief(strategy):
+    run_lock.hold(opts.output_dir)
   if opts.do_train:
     classifier_data.save_labels(labels_path, processor)
     labels = classifier_data.label_ids(processor, train_examples)

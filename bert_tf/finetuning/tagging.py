@@ -25,6 +25,7 @@ from bert_tf.errors import UsageError
 from bert_tf.finetuning import classification, ner_data, ner_metrics
 from bert_tf.modeling.encoder import BertEncoder, config_from_any
 from bert_tf.modeling.layers import Dense
+from bert_tf.utils import run_lock
 from bert_tf.utils.io_utils import atomic_output, write_eval_results
 
 MODEL_INPUTS = ("input_ids", "input_mask", "segment_ids")
@@ -320,9 +321,13 @@ def _features(opts, tokenizer, sentences, label_ids_of, what):
   return features
 
 
+@run_lock.released_at_return
 def run_ner(opts):
-  """Trains, evaluates, predicts and exports as the options say; returns the eval results dict."""
-  from bert_tf.pretraining.training import create_strategy, set_precision_policy
+  """Trains, evaluates, predicts and exports as the options say; returns the eval results dict.
+
+  Holds the lock of --output_dir (`bert_tf.utils.run_lock`) from its first file until it returns;
+  training stops on SIGTERM/SIGINT with a checkpoint as run_classifier's (`FineTuner.train`)."""
+  from bert_tf.pretraining.training import create_strategy, is_chief, set_precision_policy
   from bert_tf.text.tokenization import FullTokenizer, validate_case_matches_checkpoint
   from bert_tf.checkpoints.huggingface import hf_vocab_file, resolve_do_lower_case
   _check_options(opts)
@@ -352,6 +357,8 @@ def run_ner(opts):
   keras.utils.set_random_seed(opts.seed)
   set_precision_policy(opts.mixed_precision)
   strategy = create_strategy(opts.distribution_strategy, opts.tpu)
+  if is_chief(strategy):
+    run_lock.hold(opts.output_dir)
   train_features, num_train_steps = None, 0
   if opts.do_train:
     train_features = _features(opts, tokenizer, train, label_ids_of, "train")

@@ -17,8 +17,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from bert_tf.errors import UsageError
+from bert_tf.errors import StoppedBySignal, UsageError
 from bert_tf.pretraining.run_checks import first_line
+from bert_tf.utils import run_lock, stop_signals
 from bert_tf.utils.io_utils import atomic_write_text, write_eval_results
 
 
@@ -111,6 +112,14 @@ def is_chief(strategy):
     return True
   return task_type == "chief" or (task_type == "worker" and task_id == 0 and
                                   "chief" not in resolver.cluster_spec().as_dict())
+
+
+def is_multi_worker(strategy):
+  """True under MultiWorkerMirroredStrategy with more than one worker in TF_CONFIG."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return False
+  return sum(len(tasks) for tasks in resolver.cluster_spec().as_dict().values()) > 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -547,12 +556,18 @@ def build_pretraining(params, strategy):
   return task, checkpoint
 
 
+@run_lock.released_at_return
 def run_pretraining(params, strategy):
   """Trains and/or evaluates a BertPretrainer as run_pretraining.py does.
 
   Resumes from the newest checkpoint in `output_dir` when there is one (global step, weights,
   optimizer state, learning-rate position and data position), otherwise starts from
   `init_checkpoint` (weights only) or from scratch; stops at `num_train_steps`.
+
+  Holds the lock of `output_dir` (`bert_tf.utils.run_lock`; the chief only) from its first write
+  until it returns. The first SIGTERM/SIGINT during training stops it after the current
+  `train_loop` call with a checkpoint at that step (`bert_tf.utils.stop_signals`; not under
+  multi-worker training, where signals keep their default effect).
 
   Args:
     params: `PretrainingParams`.
@@ -563,7 +578,8 @@ def run_pretraining(params, strategy):
     The eval results dict when `do_eval`, else {"global_step": ..., "loss": last logged loss}.
 
   Raises:
-    UsageError for bad inputs; TrainingDivergedError when the loss becomes NaN/Inf.
+    UsageError for bad inputs or an output_dir another run holds; TrainingDivergedError when the
+    loss becomes NaN/Inf; StoppedBySignal after a SIGTERM/SIGINT (with the step and checkpoint).
   """
   from bert_tf.pretraining import input_pipeline
   _check_params(params)
@@ -598,6 +614,8 @@ def run_pretraining(params, strategy):
     init_from_checkpoint(task.model, params.init_checkpoint, strict=params.strict_checkpoint)
     logging.info("initialised weights from %s", params.init_checkpoint)
   tf.io.gfile.makedirs(params.output_dir)
+  if is_chief(strategy):  # the other workers write only into their own .worker_N_tmp folders
+    run_lock.hold(params.output_dir)
   if keeper.chief:
     params.bert_config.to_json_file(os.path.join(params.output_dir, "bert_config.json"))
 
@@ -634,39 +652,43 @@ def _train(task, keeper, params, strategy, files):
   window = np.zeros(len(TRAIN_STATS))
   window_steps, window_start = 0, time.time()
   last = {}
-  while step < total_steps:
-    next_save = (step // params.save_checkpoints_steps + 1) * params.save_checkpoints_steps
-    num_steps = min(params.steps_per_loop, total_steps - step, next_save - step)
-    totals, done, last_loss = task.train_loop(iterator, tf.constant(num_steps))
-    done, last_loss = int(done), float(last_loss)
-    step += done
-    if not np.isfinite(last_loss):
-      kept = keeper.latest()
-      raise TrainingDivergedError(
-          f"training loss became {last_loss} at step {step}; stopped without saving. "
-          + (f"The last good checkpoint is {kept}." if kept else "No checkpoint was written yet."))
-    window += totals.numpy()
-    window_steps += done
-    if step % params.log_steps == 0 or step == total_steps or window_steps >= params.log_steps:
-      elapsed = max(time.time() - window_start, 1e-9)
-      s = dict(zip(TRAIN_STATS, window / window_steps))
-      last = {
-          "step": step,
-          "loss": s["loss"],
-          "masked_lm_loss": s["masked_lm_loss"],
-          "next_sentence_loss": s["next_sentence_loss"],
-          "masked_lm_accuracy": s["masked_lm_correct"] / max(s["masked_lm_weight"], 1e-12),
-          "grad_norm": s["grad_norm"],
-          "learning_rate": task.learning_rate,
-          "sequences_per_sec": window_steps * sequences_per_step / elapsed,
-      }
-      log.write(last)
-      window[:] = 0
-      window_steps, window_start = 0, time.time()
-    if step % params.save_checkpoints_steps == 0 or step == total_steps:
-      path = keeper.save(step)
-      if path:
-        logging.info("saved %s", path)
+  with stop_signals.StopRequests(enabled=not is_multi_worker(strategy)) as stop:
+    while step < total_steps:
+      next_save = (step // params.save_checkpoints_steps + 1) * params.save_checkpoints_steps
+      num_steps = min(params.steps_per_loop, total_steps - step, next_save - step)
+      totals, done, last_loss = task.train_loop(iterator, tf.constant(num_steps))
+      done, last_loss = int(done), float(last_loss)
+      step += done
+      if not np.isfinite(last_loss):
+        kept = keeper.latest()
+        raise TrainingDivergedError(
+            f"training loss became {last_loss} at step {step}; stopped without saving. "
+            + (f"The last good checkpoint is {kept}." if kept else "No checkpoint was written yet."))
+      window += totals.numpy()
+      window_steps += done
+      if step % params.log_steps == 0 or step == total_steps or window_steps >= params.log_steps:
+        elapsed = max(time.time() - window_start, 1e-9)
+        s = dict(zip(TRAIN_STATS, window / window_steps))
+        last = {
+            "step": step,
+            "loss": s["loss"],
+            "masked_lm_loss": s["masked_lm_loss"],
+            "next_sentence_loss": s["next_sentence_loss"],
+            "masked_lm_accuracy": s["masked_lm_correct"] / max(s["masked_lm_weight"], 1e-12),
+            "grad_norm": s["grad_norm"],
+            "learning_rate": task.learning_rate,
+            "sequences_per_sec": window_steps * sequences_per_step / elapsed,
+        }
+        log.write(last)
+        window[:] = 0
+        window_steps, window_start = 0, time.time()
+      path = None
+      if step % params.save_checkpoints_steps == 0 or step == total_steps:
+        path = keeper.save(step)
+        if path:
+          logging.info("saved %s", path)
+      if stop.signum is not None:  # SIGTERM/SIGINT: stop at this step, resumable from it
+        raise StoppedBySignal(stop.signum, step, path or keeper.save(step))
   return {"loss": last.get("loss")}
 
 
