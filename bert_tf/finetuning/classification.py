@@ -599,17 +599,20 @@ def restore_or_initialize(opts, checkpoint, manager, model):
   """Resumes from --output_dir's latest checkpoint, else loads --init_checkpoint into `model`
   (the classifier, or any model part `init_from_checkpoint` takes, such as an encoder).
 
+  A latest checkpoint that cannot be read (cut short by a preempted writer) is skipped, with a
+  warning, for the newest one that can (`checkpoints.resume.restore_newest`); one of another
+  model or task is an error.
+
   Returns:
     "resumed", "initialized" or "random".
   """
-  if manager.latest_checkpoint:
-    logging.info("Resuming from %s", manager.latest_checkpoint)
-    try:
-      checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as e:
-      raise UsageError(f"--output_dir={opts.output_dir}: its checkpoint "
-                       f"{manager.latest_checkpoint} does not fit this model/task "
-                       f"({str(e).splitlines()[0]}); use a new --output_dir") from None
+  from bert_tf.checkpoints.resume import restore_newest
+  resumed = restore_newest(
+      checkpoint, manager.directory,
+      lambda path, why: (f"--output_dir={opts.output_dir}: its checkpoint {path} does not fit "
+                         f"this model/task ({why}); use a new --output_dir"))
+  if resumed:
+    logging.info("Resuming from %s", resumed)
     return "resumed"
   if opts.init_checkpoint:
     from bert_tf.checkpoints import init_from_checkpoint
