@@ -36,6 +36,12 @@ class StoppedBySignal(BaseException):
     super().__init__(message)
 
 
+def first_line(error):
+  """The first line of an exception's message (TensorFlow's `.message` where it has one)."""
+  text = (getattr(error, "message", None) or str(error)).strip()
+  return text.splitlines()[0] if text else type(error).__name__
+
+
 def _raise_stopped(signum, frame):
   raise StoppedBySignal(signum)
 

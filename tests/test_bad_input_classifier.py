@@ -8,9 +8,13 @@ matrix too, so that it documents the command's behaviour (docs/errors.md).
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
+import pytest
+
+from command_checks import assert_quiet_start_up, assert_resumed_past
 from conftest import DATA_DIR, REPO_ROOT
 
 VOCAB = os.path.join(DATA_DIR, "vocab", "bert-base-uncased-vocab.txt")
@@ -140,4 +144,95 @@ def test_a_bad_init_checkpoint_is_refused_before_anything_is_written(tmp_path):
   assert proc.returncode == 2, proc.stderr[-3000:]
   assert _error_line(proc) == (f"{broken / 'model.ckpt'}: cannot read checkpoint "
                                f"{broken / 'model.ckpt'}: file is too short to be an sstable")
+  assert_quiet_start_up(proc)  # TensorFlow loaded, without its start-up lines
+  assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A fine-tuned --output_dir with checkpoints at steps 1, 2 and 3 (12 examples, batch 4)."""
+  from bert_tf.finetuning.classification import RunOptions, run_classifier
+  root = tmp_path_factory.mktemp("trained")
+  data = _sentiment(root / "data", {"train": 12, "dev": 4})
+  config = root / "bert_config.json"
+  config.write_text(json.dumps(TINY_CONFIG))
+  out = root / "out"
+  run_classifier(RunOptions(task_name="sst-2", data_dir=str(data), vocab_file=VOCAB,
+                            bert_config_file=str(config), output_dir=str(out), max_seq_length=16,
+                            do_train=True, train_batch_size=4, num_train_epochs=1.0,
+                            save_checkpoints_steps=1))
+  assert sorted(p.name for p in out.glob("ckpt-*.index")) == [f"ckpt-{i}.index" for i in (1, 2, 3)]
+  return {"data": data, "config": config, "out": out}
+
+
+def _copy_run(trained, tmp_path):
+  out = tmp_path / "out"
+  shutil.copytree(trained["out"], out)
+  shutil.copy(trained["config"], tmp_path / "bert_config.json")
+  return out
+
+
+def _truncate(path, size):
+  path.write_bytes(path.read_bytes()[:size])
+
+
+def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(trained, tmp_path):
+  """As run_pretraining: the newest checkpoint was cut short (a preempted writer); the run said
+  "does not fit this model/task" and stopped. It now resumes from the one before, saying so, and
+  TensorFlow's start-up lines stay out of stderr."""
+  out = _copy_run(trained, tmp_path)
+  _truncate(out / "ckpt-3.index", 300)
+  proc = _run(_base(tmp_path, trained["data"], do_eval=True))
+  assert_resumed_past(proc, out / "ckpt-3", out / "ckpt-2")
+  assert "global_step = 2\n" in (out / "eval_results.txt").read_text()
+  assert_quiet_start_up(proc)
+
+
+def test_no_checkpoint_that_can_be_read_is_an_error_naming_the_newest(trained, tmp_path):
+  from bert_tf.errors import UsageError
+  from bert_tf.finetuning.classification import RunOptions, run_classifier
+  out = _copy_run(trained, tmp_path)
+  _truncate(out / "ckpt-3.index", 300)
+  _truncate(out / "ckpt-2.data-00000-of-00001", 100)
+  (out / "ckpt-1.index").unlink()
+  opts = RunOptions(task_name="sst-2", data_dir=str(trained["data"]), vocab_file=VOCAB,
+                    bert_config_file=str(tmp_path / "bert_config.json"), output_dir=str(out),
+                    max_seq_length=16, do_eval=True, eval_batch_size=4)
+  with pytest.raises(UsageError) as error:
+    run_classifier(opts)
+  message = str(error.value)
+  assert message.startswith(f"--output_dir={out}: no checkpoint can be restored (the newest, "
+                            f"{out / 'ckpt-3'}: "), message
+  assert message.endswith("; 3 tried); delete the broken ones or choose another --output_dir")
+  assert not (out / "eval_results.txt").exists()
+
+
+def test_a_checkpoint_of_another_model_is_still_refused_not_skipped(trained, tmp_path):
+  """Readable checkpoints of another config are not 'broken': the older ones would not fit either."""
+  from bert_tf.errors import UsageError
+  from bert_tf.finetuning.classification import RunOptions, run_classifier
+  out = _copy_run(trained, tmp_path)
+  config = tmp_path / "other_config.json"
+  config.write_text(json.dumps(dict(TINY_CONFIG, intermediate_size=48)))
+  opts = RunOptions(task_name="sst-2", data_dir=str(trained["data"]), vocab_file=VOCAB,
+                    bert_config_file=str(config), output_dir=str(out), max_seq_length=16,
+                    do_eval=True, eval_batch_size=4)
+  with pytest.raises(UsageError) as error:
+    run_classifier(opts)
+  message = str(error.value)
+  assert message.startswith(f"--output_dir={out}: its checkpoint {out / 'ckpt-3'} does not fit "
+                            "this model/task ("), message
+  assert message.endswith("); use a new --output_dir") and "cannot be restored" not in message
+
+
+def test_an_init_checkpoint_of_another_shape_is_one_line_without_start_up_noise(trained, tmp_path):
+  """An error found after TensorFlow loads: stderr holds no TensorFlow INFO start-up lines."""
+  config = tmp_path / "other_config.json"
+  config.write_text(json.dumps(dict(TINY_CONFIG, intermediate_size=48)))
+  proc = _run(_base(tmp_path, trained["data"], do_train=True, bert_config_file=config,
+                    init_checkpoint=trained["out"] / "ckpt-3"))
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  message = _error_line(proc)
+  assert "intermediate" in message and "48" in message and "32" in message, message
+  assert_quiet_start_up(proc)
   assert not (tmp_path / "out").exists()

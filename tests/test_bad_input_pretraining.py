@@ -20,6 +20,7 @@ import uuid
 import pytest
 
 import pretraining_testdata as td
+from command_checks import assert_quiet_start_up, assert_resumed_past
 from conftest import REPO_ROOT
 
 SCRIPT = os.path.join(REPO_ROOT, "run_pretraining.py")
@@ -38,11 +39,6 @@ def _error_line(proc):
   assert len(errors) == 1, proc.stderr[-3000:]
   assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
   return errors[0][len("error: "):]
-
-
-def _assert_quiet_start_up(proc):
-  """TensorFlow was imported, but its start-up INFO lines were kept out of the terminal."""
-  assert "I0000 " not in proc.stderr and "absl::InitializeLog" not in proc.stderr, proc.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +230,7 @@ def test_a_bad_init_checkpoint_is_refused_before_anything_is_written(data, tmp_p
   assert proc.returncode == 2, proc.stderr[-3000:]
   assert _error_line(proc) == (f"{broken / 'model.ckpt'}: cannot read checkpoint "
                                f"{broken / 'model.ckpt'}: file is too short to be an sstable")
-  _assert_quiet_start_up(proc)
+  assert_quiet_start_up(proc)
   assert not out.exists()
 
 
@@ -248,7 +244,7 @@ def test_a_truncated_gzip_file_is_named_when_training_reaches_its_end(data, tmp_
   message = _error_line(proc)
   assert message.startswith(f"{data['cut.tfrecord.gz']}: truncated or corrupt TFRecord (")
   assert message.endswith("); write it again or leave it out of the input")
-  _assert_quiet_start_up(proc)
+  assert_quiet_start_up(proc)
   assert not out.exists() or not [n for n in os.listdir(out) if n.startswith("ckpt-")]
 
 
@@ -292,13 +288,9 @@ def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(data, tmp_
   index = out / "ckpt-2.index"
   index.write_bytes(index.read_bytes()[:300])
   proc = _run(_args(data, out, do_train=False, do_eval=True))
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  warnings = [line for line in proc.stderr.splitlines() if "cannot be restored" in line]
-  assert len(warnings) == 1, proc.stderr[-3000:]
-  assert warnings[0].startswith("W") and f"] {out / 'ckpt-2'}: cannot be restored (" in warnings[0]
-  assert warnings[0].endswith(f"), truncated or corrupt; resuming from {out / 'ckpt-1'}")
+  assert_resumed_past(proc, out / "ckpt-2", out / "ckpt-1")
   assert "global_step = 1\n" in (out / "eval_results.txt").read_text()
-  _assert_quiet_start_up(proc)
+  assert_quiet_start_up(proc)
 
 
 def test_no_checkpoint_that_can_be_read_is_an_error_naming_the_newest(tmp_path):
@@ -323,6 +315,27 @@ def test_no_checkpoint_that_can_be_read_is_an_error_naming_the_newest(tmp_path):
   assert message.startswith(f"--output_dir={out}: no checkpoint can be restored (the newest, "
                             f"{out / 'ckpt-2'}: ")
   assert message.endswith("; 2 tried); delete the broken ones or choose another --output_dir")
+
+
+def test_a_checkpoint_of_another_config_is_named_not_skipped_as_broken(tmp_path):
+  """A readable checkpoint whose shapes differ from the model (the config changed) is not a
+  truncated one: the older checkpoints would not fit either, so there is no fallback."""
+  import dataclasses
+
+  from bert_tf.errors import UsageError
+  from bert_tf.pretraining import training
+  out = tmp_path / "out"
+  _checkpoints(out, [1, 2])
+  params = training.PretrainingParams(
+      bert_config=dataclasses.replace(td.tiny_config(), intermediate_size=48),
+      output_dir=str(out), do_eval=True)
+  strategy = training.create_strategy("one_device")
+  _, checkpoint = training.build_pretraining(params, strategy)
+  with pytest.raises(UsageError) as error:
+    training.CheckpointKeeper(checkpoint, str(out), strategy).restore_latest()
+  message = str(error.value)
+  assert message.startswith(f"{out / 'ckpt-2'}: does not match the model of the bert config ("), message
+  assert message.endswith("); use the config it was trained with or another --output_dir")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -500,6 +500,25 @@ def test_run_classifier_fine_tunes_from_a_hf_directory(tmp_path):
                              tensors["embeddings.word_embeddings.weight"], atol=1e-5)
 
 
+def test_a_bad_input_found_after_the_vocab_conversion_leaves_no_output_dir(tmp_path):
+  """Issue 18, case 9: vocab.txt, converted from tokenizer.json, was written into --output_dir
+  before every input was checked (here: too few examples for one batch, found after it)."""
+  from bert_tf.finetuning.classification import RunOptions, run_classifier
+  d = write_hf_dir(tmp_path / "hf", "BertModel", vocab="json")
+  data = tmp_path / "data"
+  data.mkdir()
+  (data / "train.tsv").write_text("sentence\tlabel\n" + "".join(
+      f"{t}\t{l}\n" for t, l in sentiment_rows("train", 12)))
+  out = tmp_path / "out"
+  opts = RunOptions(task_name="sst-2", data_dir=str(data), vocab_file=None, output_dir=str(out),
+                    init_checkpoint=d, do_lower_case=None, max_seq_length=16, do_train=True,
+                    train_batch_size=16, num_train_epochs=1.0)
+  with pytest.raises(UsageError, match=r"^12 training examples make no whole batch of "
+                                       r"--train_batch_size=16$"):
+    run_classifier(opts)
+  assert not out.exists()
+
+
 def test_demo_fine_tunes_from_a_hf_directory(tmp_path):
   d = write_hf_dir(tmp_path / "hf", "BertModel")
   out = tmp_path / "demo"

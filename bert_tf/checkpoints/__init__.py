@@ -1,7 +1,8 @@
 """Checkpoints in and out of the Keras BERT: bert_tf's own (TF2), original TF1 ones, exports.
 
-`core` reads and writes them (`huggingface`: Hugging Face BERT directories); this package
-re-exports their public functions so that the import path users already have keeps working:
+`core` reads and writes them (`huggingface`: Hugging Face BERT directories; `resume`: a run's
+newest checkpoint that can be read, past truncated ones); this package re-exports their public
+functions so that the import path users already have keeps working:
 
     from bert_tf.checkpoints import load_google_checkpoint, init_from_checkpoint
 

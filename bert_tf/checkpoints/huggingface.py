@@ -185,17 +185,48 @@ def hf_vocab(directory):
   return None, None
 
 
-def hf_vocab_file(directory, output_dir):
-  """A `vocab.txt` path for an HF directory: its own, or one written into `output_dir` from its
-  `tokenizer.json`. Raises UsageError when the directory has no vocab."""
+def hf_vocab_file(directory, output_dir=None):
+  """A `vocab.txt` path for an HF directory: its own, or one converted from its `tokenizer.json`.
+
+  The converted vocab is written into `output_dir`, or, when that is None, into a private
+  temporary folder (removed when the process exits): a run that has not yet checked all of its
+  inputs must not write into its --output_dir; `keep_converted_vocab` copies the vocab there once
+  the run starts writing. Raises UsageError when the directory has no vocab.
+  """
   tokens, source = hf_vocab(directory)
   if tokens is None:
     raise UsageError(f"{directory}: no {VOCAB_NAME} or {TOKENIZER_NAME}; pass --vocab_file")
   if source.endswith(VOCAB_NAME):
     return source
-  os.makedirs(output_dir, exist_ok=True)
-  path = os.path.join(output_dir, VOCAB_NAME)
+  if output_dir is None:
+    import atexit
+    import shutil
+    import tempfile
+    folder = tempfile.mkdtemp(prefix="bert_tf_vocab_")
+    atexit.register(shutil.rmtree, folder, True)
+    path = os.path.join(folder, VOCAB_NAME)
+    _converted_vocabs[path] = source
+  else:
+    tf.io.gfile.makedirs(output_dir)
+    path = os.path.join(output_dir, VOCAB_NAME)
   atomic_write_text(path, "".join(t + "\n" for t in tokens))
+  logging.info("Wrote the vocab of %s to %s", source, path)
+  return path
+
+
+_converted_vocabs = {}  # temporary vocab.txt written by hf_vocab_file -> the tokenizer.json
+
+
+def keep_converted_vocab(vocab_file, output_dir):
+  """Copies a vocab that `hf_vocab_file(directory)` converted into a temporary folder to
+  `output_dir/vocab.txt` (atomically: the run's record of the vocab it used) and returns that
+  path; any other `vocab_file` is returned as it is, nothing written."""
+  source = _converted_vocabs.get(vocab_file)
+  if source is None:
+    return vocab_file
+  path = os.path.join(output_dir, VOCAB_NAME)
+  with open(vocab_file, encoding="utf-8") as f:
+    atomic_write_text(path, f.read())
   logging.info("Wrote the vocab of %s to %s", source, path)
   return path
 

@@ -92,6 +92,7 @@ def main(argv):
   from bert_tf.finetuning import run_options
   opts = options_from_flags()
   inputs = run_options.preflight(opts)  # flags, files and every row, before TensorFlow loads
+  common.import_tensorflow_quietly()  # without its start-up INFO lines (unless --verbosity)
   from bert_tf.finetuning.classification import run_classifier
   logging.set_verbosity(logging.INFO)
   run_classifier(opts, inputs)

@@ -599,17 +599,20 @@ def restore_or_initialize(opts, checkpoint, manager, model):
   """Resumes from --output_dir's latest checkpoint, else loads --init_checkpoint into `model`
   (the classifier, or any model part `init_from_checkpoint` takes, such as an encoder).
 
+  A latest checkpoint that cannot be read (cut short by a preempted writer) is skipped, with a
+  warning, for the newest one that can (`checkpoints.resume.restore_newest`); one of another
+  model or task is an error.
+
   Returns:
     "resumed", "initialized" or "random".
   """
-  if manager.latest_checkpoint:
-    logging.info("Resuming from %s", manager.latest_checkpoint)
-    try:
-      checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as e:
-      raise UsageError(f"--output_dir={opts.output_dir}: its checkpoint "
-                       f"{manager.latest_checkpoint} does not fit this model/task "
-                       f"({str(e).splitlines()[0]}); use a new --output_dir") from None
+  from bert_tf.checkpoints.resume import restore_newest
+  resumed = restore_newest(
+      checkpoint, manager.directory,
+      lambda path, why: (f"--output_dir={opts.output_dir}: its checkpoint {path} does not fit "
+                         f"this model/task ({why}); use a new --output_dir"))
+  if resumed:
+    logging.info("Resuming from %s", resumed)
     return "resumed"
   if opts.init_checkpoint:
     from bert_tf.checkpoints import init_from_checkpoint
@@ -647,7 +650,8 @@ def run_classifier(opts, inputs=None):
   import keras
 
   from bert_tf.finetuning import classifier_data
-  from bert_tf.checkpoints.huggingface import hf_vocab_file, resolve_do_lower_case
+  from bert_tf.checkpoints.huggingface import (hf_vocab_file, keep_converted_vocab,
+                                               resolve_do_lower_case)
   from bert_tf.text.tokenization import validate_case_matches_checkpoint
   from bert_tf.pretraining.training import create_strategy, set_precision_policy
   inputs = inputs or run_options.preflight(opts)
@@ -656,8 +660,8 @@ def run_classifier(opts, inputs=None):
   opts = dataclasses.replace(opts, do_lower_case=resolve_do_lower_case(opts.do_lower_case,
                                                                        opts.init_checkpoint))
   if not opts.vocab_file:  # a Hugging Face --init_checkpoint (see _check_options)
-    opts = dataclasses.replace(opts, vocab_file=hf_vocab_file(opts.init_checkpoint,
-                                                              opts.output_dir))
+    # Converted into a temporary folder: --output_dir gets a copy at the first write below.
+    opts = dataclasses.replace(opts, vocab_file=hf_vocab_file(opts.init_checkpoint))
   processor, train_examples = inputs.processor, inputs.train
   validate_case_matches_checkpoint(opts.do_lower_case, opts.init_checkpoint)
   labels_path = os.path.join(opts.output_dir, classifier_data.LABELS_FILENAME)
@@ -691,6 +695,8 @@ def run_classifier(opts, inputs=None):
   tf.io.gfile.makedirs(opts.output_dir)
   if is_chief(strategy):
     run_lock.hold(opts.output_dir)
+    opts = dataclasses.replace(opts, vocab_file=keep_converted_vocab(opts.vocab_file,
+                                                                     opts.output_dir))
   if opts.do_train:
     classifier_data.save_labels(labels_path, processor)
     labels = classifier_data.label_ids(processor, train_examples)

@@ -31,7 +31,7 @@ import struct
 from typing import List, Optional
 
 from bert_tf import features as features_lib
-from bert_tf.errors import UsageError
+from bert_tf.errors import UsageError, first_line
 from bert_tf.utils.io_utils import WRITE_ERRNOS, expand_input_patterns, is_remote
 
 _HEADER = struct.Struct("<QI")  # record length, masked CRC-32C of the length
@@ -161,12 +161,6 @@ def remove_partial_checkpoints(output_dir):
   if not is_remote(output_dir):
     for path in glob.glob(os.path.join(output_dir, "ckpt-*_temp")):
       shutil.rmtree(path, ignore_errors=True)
-
-
-def first_line(error):
-  """The first line of an exception's message (TensorFlow's `.message` where it has one)."""
-  text = (getattr(error, "message", None) or str(error)).strip()
-  return text.splitlines()[0] if text else type(error).__name__
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import tensorflow as tf
 from absl import logging
 
 from bert_tf.errors import StoppedBySignal, UsageError
-from bert_tf.pretraining.run_checks import first_line
+from bert_tf.checkpoints.resume import checkpoint_candidates, restore_newest
 from bert_tf.utils import run_lock, stop_signals
 from bert_tf.utils.io_utils import atomic_write_text, write_eval_results
 
@@ -376,57 +376,21 @@ class CheckpointKeeper:
     return tf.train.latest_checkpoint(self.output_dir)
 
   def candidates(self):
-    """The checkpoints of the output dir, newest first: those the `checkpoint` file lists, then
-    any other `ckpt-N` whose index exists (by step)."""
-    paths = []
-    state = tf.train.get_checkpoint_state(self.output_dir)
-    if state is not None:
-      listed = list(state.all_model_checkpoint_paths or [])
-      if state.model_checkpoint_path and state.model_checkpoint_path not in listed:
-        listed.append(state.model_checkpoint_path)
-      paths = [p if os.path.isabs(p) or "://" in p else os.path.join(self.output_dir, p)
-               for p in reversed(listed)]
-
-    def step_of(prefix):
-      tail = prefix.rsplit("-", 1)[-1]
-      return int(tail) if tail.isdigit() else -1
-
-    found = [i[:-len(".index")] for i in tf.io.gfile.glob(os.path.join(self.output_dir, "ckpt-*.index"))]
-    paths += sorted((p for p in found if p not in paths), key=step_of, reverse=True)
-    return paths
+    """The checkpoints of the output dir, newest first (`checkpoints.resume.checkpoint_candidates`)."""
+    return checkpoint_candidates(self.output_dir)
 
   def restore_latest(self):
     """Restores the newest checkpoint of the output dir that can be read; returns its path or None.
 
     A checkpoint that cannot be read (truncated or corrupt files, what a preempted writer leaves)
-    is skipped with a warning naming it, for the one before it. Raises `UsageError` when there
-    are checkpoints but none can be read, or when one does not match the model.
+    is skipped with a warning naming it, for the one before it (`checkpoints.resume`). Raises
+    `UsageError` when there are checkpoints but none can be read, or when one does not match the
+    model.
     """
-    paths = self.candidates()
-    failures = []
-    for path in paths:
-      if not tf.io.gfile.exists(path + ".index"):
-        failures.append((path, "its .index file is missing"))
-        continue
-      try:
-        self.checkpoint.restore(path).assert_existing_objects_matched()
-      except AssertionError as e:
-        raise UsageError(f"{path}: does not match the model of the bert config "
-                         f"({str(e).splitlines()[0]}); use the config it was trained with or "
-                         "another --output_dir") from None
-      except (tf.errors.OpError, IndexError, ValueError) as e:
-        failures.append((path, first_line(e)))
-        continue
-      for bad, why in failures:
-        logging.warning("%s: cannot be restored (%s), truncated or corrupt; resuming from %s",
-                        bad, why, path)
-      return path
-    if failures:
-      bad, why = failures[0]
-      raise UsageError(
-          f"--output_dir={self.output_dir}: no checkpoint can be restored (the newest, {bad}: "
-          f"{why}; {len(failures)} tried); delete the broken ones or choose another --output_dir")
-    return None
+    return restore_newest(
+        self.checkpoint, self.output_dir,
+        lambda path, why: (f"{path}: does not match the model of the bert config ({why}); use the "
+                           "config it was trained with or another --output_dir"))
 
   def save(self, step):
     path = self.manager.save(checkpoint_number=step)
