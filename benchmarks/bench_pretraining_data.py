@@ -13,6 +13,25 @@ Runs every command as a subprocess and samples the resident memory of its whole 
   python benchmarks/bench_pretraining_data.py \
       --original_script=/tmp/google_bert/create_pretraining_data.py
 
+With --cold_warm only this case runs instead:
+
+  cold_warm for each kernel backend (BERT_TF_KERNELS=compiled, =numba), 1 worker on the corpus:
+            the first run in a fresh environment (cold), then --repeats runs in the same
+            environment (warm), --cold_repeats times, and the cold/warm ratios (target: compiled
+            within 15%), in wall time and in CPU time (user + system of the command, which other
+            jobs on the cores disturb far less), of the medians and paired (each cold run against
+            the warm runs right after it).
+            --cold_env=venv (default): each cold run is the first command of a new virtual
+            environment holding the project wheel (built once with `pip wheel` from this
+            checkout), its other dependencies taken from the current environment; numba's cache
+            is left where a user's would be (beside the freshly installed modules, and empty).
+            --cold_env=cache: the current environment with an empty NUMBA_CACHE_DIR and a fresh
+            output only (the C extension of this checkout, already imported before). Neither
+            empties the operating system's file cache: TensorFlow's libraries are read from
+            memory in both.
+
+  python benchmarks/bench_pretraining_data.py --cold_warm [--cold_env=cache] [--cold_repeats=3]
+
 The machine's other load changes every figure; ratios are measured within one run, and each of our
 cases is run once with its memory sampled (peak RSS of the process tree) and --repeats times
 without sampling for its time (median). The 1- and 2-worker runs of an input alternate, so that a
@@ -45,6 +64,13 @@ flags.DEFINE_integer("scale", 10, "How many times the corpus is repeated for the
 flags.DEFINE_float("shard_size_mb", 2.0, "--shard_size_mb of the sharded runs.")
 flags.DEFINE_integer("repeats", 3, "Timed runs of each of our cases (median reported; a run of a few "
                      "seconds is sensitive to the machine's other load), after one memory-sampled run.")
+flags.DEFINE_bool("cold_warm", False, "Run only the cold/warm case: the first run in a fresh "
+                  "environment against warm repeats, for each kernel backend (see the docstring).")
+flags.DEFINE_enum("cold_env", "venv", ["venv", "cache"], "--cold_warm: what a cold run starts from: "
+                  "a new venv with the project wheel installed, or only an empty NUMBA_CACHE_DIR.")
+flags.DEFINE_integer("cold_repeats", 3, "--cold_warm: cold runs per backend, each in a new "
+                     "environment (median reported).")
+flags.DEFINE_list("backends", ["compiled", "numba"], "--cold_warm: the BERT_TF_KERNELS values to measure.")
 flags.DEFINE_string("workdir", None, "Folder for inputs and outputs (default: a temporary one).")
 FLAGS = flags.FLAGS
 
@@ -55,17 +81,20 @@ _ORIGINAL_SHIM = (
     "dirname(script)); sys.argv = sys.argv[1:]; runpy.run_path(script, run_name='__main__')")
 
 
-def measure(command, sample_memory=True):
+def measure(command, sample_memory=True, env=None, cwd=None):
   """Runs `command`; returns (seconds, peak RSS in MB of its process tree, or None).
 
   Sampling the tree's memory costs CPU in this process, which a command using every core feels;
-  `sample_memory=False` times the command alone.
+  `sample_memory=False` times the command alone. `env` replaces the default environment (this
+  checkout first on PYTHONPATH).
   """
   import psutil
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
+  if env is None:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
   if not sample_memory:
     start = time.time()
-    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True,
+                          cwd=cwd)
     if done.returncode != 0:
       raise RuntimeError(f"command failed ({done.returncode}): {' '.join(command)}\n{done.stderr[-3000:]}")
     return time.time() - start, None
@@ -155,10 +184,128 @@ def records_equal(path_a, path_b):
   return total[0] == total[1] == count
 
 
+def build_wheel(workdir):
+  """Builds the project wheel (C extension included) from this checkout's tracked files, copied
+  to a clean folder so that no in-place build output goes into it. Returns (path, seconds)."""
+  start = time.time()
+  source = os.path.join(workdir, "source")
+  tracked = subprocess.run(["git", "-C", REPO, "ls-files", "-z"], check=True, capture_output=True).stdout
+  for name in tracked.decode().split("\0"):
+    if name and os.path.isfile(os.path.join(REPO, name)):
+      os.makedirs(os.path.dirname(os.path.join(source, name)), exist_ok=True)
+      shutil.copy2(os.path.join(REPO, name), os.path.join(source, name))
+  wheel_dir = os.path.join(workdir, "wheel")
+  subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                  "-w", wheel_dir, source], check=True)
+  wheels = [name for name in os.listdir(wheel_dir) if name.startswith("bert_tf-") and name.endswith(".whl")]
+  if len(wheels) != 1:
+    raise RuntimeError(f"expected one bert_tf wheel in {wheel_dir}, found {wheels}")
+  return os.path.join(wheel_dir, wheels[0]), time.time() - start
+
+
+def fresh_venv(path, wheel):
+  """A new venv at `path` with `wheel` installed (pip's usual install: byte-compiled, console
+  scripts); the other dependencies come from the current environment, after the venv's own
+  packages. Returns the venv's create_pretraining_data command (its console script)."""
+  import sysconfig
+  subprocess.run([sys.executable, "-m", "venv", "--without-pip", path], check=True)
+  python = os.path.join(path, "bin", "python")
+  site_packages = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                 check=True, capture_output=True, text=True).stdout.strip()
+  with open(os.path.join(site_packages, "zz_bench_dependencies.pth"), "w") as f:
+    f.write(f"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n")
+  subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index",
+                  "-q", wheel], check=True)
+  return [os.path.join(path, "bin", "bert-create-pretraining-data")], python
+
+
+def timed_run(command, env, cwd):
+  """(wall seconds, CPU seconds user + system) of one run of `command`. CPU time is far less
+  sensitive than wall time to other jobs sharing the cores (they delay the run, not lengthen its
+  work), so the cold/warm ratio is given in both."""
+  import resource
+  before = resource.getrusage(resource.RUSAGE_CHILDREN)
+  wall = measure(command, sample_memory=False, env=env, cwd=cwd)[0]
+  after = resource.getrusage(resource.RUSAGE_CHILDREN)
+  return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def cold_warm(workdir):
+  """The cold/warm case: see the module docstring."""
+  workdir = os.path.abspath(workdir)
+  env_base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NUMBA_CACHE_DIR")}
+  env_base["TF_CPP_MIN_LOG_LEVEL"] = "3"
+  output = os.path.join(os.path.abspath(workdir), "cold_warm.tfrecord")
+  args = our_command(os.path.abspath(FLAGS.corpus), output, 1)[2:]
+  print(f"cold/warm: {FLAGS.corpus} ({os.path.getsize(FLAGS.corpus) / 1e6:.1f} MB), "
+        f"dupe_factor={FLAGS.dupe_factor} max_seq_length={FLAGS.max_seq_length}, 1 worker, {os.cpu_count()} "
+        f"cores; cold = {'first run in a new venv with the project wheel' if FLAGS.cold_env == 'venv' else 'empty NUMBA_CACHE_DIR, current environment'}; "
+        f"{FLAGS.cold_repeats} cold run(s) per backend, each followed by {FLAGS.repeats} warm run(s) in "
+        f"the same environment", flush=True)
+  if FLAGS.cold_env == "venv":
+    wheel, seconds = build_wheel(workdir)
+    print(f"built {os.path.basename(wheel)} in {seconds:.1f} s (not counted)", flush=True)
+  digests = set()
+  results = {}
+  for backend in FLAGS.backends:
+    cold, warm, paired = [], [], []  # (wall, cpu) each; paired: cold / its own env's warm median
+    for i in range(max(1, FLAGS.cold_repeats)):
+      env = dict(env_base, BERT_TF_KERNELS=backend)
+      place = os.path.join(workdir, f"{FLAGS.cold_env}_{backend}_{i}")
+      if FLAGS.cold_env == "venv":
+        start = time.time()
+        command, python = fresh_venv(place, wheel)
+        setup_seconds = time.time() - start
+      else:
+        os.makedirs(place)
+        env.update(NUMBA_CACHE_DIR=place, PYTHONPATH=REPO)
+        command, python, setup_seconds = [sys.executable, os.path.join(REPO, "create_pretraining_data.py")], None, 0.0
+      for run in range(1 + FLAGS.repeats):
+        remove_output(output)
+        (cold if run == 0 else warm).append(timed_run(command + args, env, workdir))
+        with open(output, "rb") as f:
+          digests.add(hash(f.read()))
+      where = ""
+      if python:  # which bert_tf ran, and where numba's cache went
+        where = subprocess.run([python, "-c", "import bert_tf; print(bert_tf.__file__)"], env=env, check=True,
+                               capture_output=True, text=True, cwd=workdir).stdout.strip()
+        if not where.startswith(place):
+          raise RuntimeError(f"the venv ran {where}, not its own installed bert_tf")
+        where = f", bert_tf from {os.path.relpath(where, workdir)}"
+      cached = sum(name.endswith(".nbi") for _, _, names in os.walk(place) for name in names)
+      mine = warm[-FLAGS.repeats:]
+      paired.append(tuple(cold[-1][k] / statistics.median(t[k] for t in mine) for k in (0, 1)))
+      print(f"  {backend:8s} env {i}: cold {cold[-1][0]:.2f} s (CPU {cold[-1][1]:.2f} s), warm "
+            f"{', '.join(f'{w:.2f}' for w, _ in mine)} s (CPU {', '.join(f'{c:.2f}' for _, c in mine)} s); "
+            f"setup {setup_seconds:.1f} s, not counted{where}; numba cache index files: {cached}", flush=True)
+    results[backend] = {
+        "cold": [statistics.median(t[k] for t in cold) for k in (0, 1)],
+        "warm": [statistics.median(t[k] for t in warm) for k in (0, 1)],
+        "paired": [statistics.median(r[k] for r in paired) for k in (0, 1)], "n": (len(cold), len(warm))}
+  print()
+  print("medians; 'paired' is the median over environments of cold / the warm median in the same environment")
+  print(f"{'backend':10s} {'cold s':>7s} {'warm s':>7s} {'ratio':>6s} {'paired':>7s} | {'cold CPU':>8s} "
+        f"{'warm CPU':>8s} {'ratio':>6s} {'paired':>7s}  (cold n, warm n)")
+  for backend, r in results.items():
+    (cw, cc), (ww, wc), (pw, pc) = r["cold"], r["warm"], r["paired"]
+    print(f"{backend:10s} {cw:7.2f} {ww:7.2f} {cw / ww:5.2f}x {pw:6.2f}x | {cc:8.2f} {wc:8.2f} {cc / wc:5.2f}x "
+          f"{pc:6.2f}x  {r['n']}")
+  if "compiled" in results:
+    pw, pc = results["compiled"]["paired"]
+    print(f"compiled cold within 15% of warm (paired): wall {pw <= 1.15} ({100 * (pw - 1):+.0f}%), "
+          f"CPU {pc <= 1.15} ({100 * (pc - 1):+.0f}%)")
+  print(f"every run wrote the same records: {len(digests) == 1}")
+
+
 def main(argv):
   del argv
   workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="bench_pretraining_data_")
   os.makedirs(workdir, exist_ok=True)
+  if FLAGS.cold_warm:
+    cold_warm(workdir)
+    if not FLAGS.workdir:
+      shutil.rmtree(workdir, ignore_errors=True)
+    return
   corpus_mb = os.path.getsize(FLAGS.corpus) / 1e6
   big = os.path.join(workdir, f"corpus_x{FLAGS.scale}.txt")
   with open(FLAGS.corpus, "rb") as src:

@@ -60,8 +60,8 @@ def define_flags():
 
 
 def options_from_flags(fv=None):
-  """The `tagging.NerOptions` of the parsed flags."""
-  from bert_tf.finetuning.tagging import NerOptions
+  """The `ner_options.NerOptions` of the parsed flags."""
+  from bert_tf.finetuning.ner_options import NerOptions
   fv = fv or FLAGS
   validate_runtime_flags(fv)
   strategy, tpu, steps_per_loop = common.resolve_legacy_tpu_flags(fv)
@@ -79,10 +79,14 @@ def options_from_flags(fv=None):
 def main(argv):
   if len(argv) > 1:
     raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from bert_tf.finetuning import ner_options
+  opts = options_from_flags()
+  inputs = ner_options.preflight(opts)  # flags, files and every line, before TensorFlow loads
   common.refuse_if_output_dir_is_locked()
+  common.import_tensorflow_quietly()
   from bert_tf.finetuning.tagging import run_ner
   logging.set_verbosity(logging.INFO)
-  run_ner(options_from_flags())
+  run_ner(opts, inputs)
 
 
 def run():

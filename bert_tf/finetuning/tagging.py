@@ -14,7 +14,6 @@ Readable top to bottom:
 
 import dataclasses
 import os
-from typing import Optional
 
 import keras
 import numpy as np
@@ -22,7 +21,8 @@ import tensorflow as tf
 from absl import logging
 
 from bert_tf.errors import UsageError
-from bert_tf.finetuning import classification, ner_data, ner_metrics
+from bert_tf.finetuning import classification, ner_data, ner_metrics, ner_options
+from bert_tf.finetuning.ner_options import NerOptions  # noqa: F401 (its home before)
 from bert_tf.modeling.encoder import BertEncoder, config_from_any
 from bert_tf.modeling.layers import Dense
 from bert_tf.utils import run_lock
@@ -230,56 +230,11 @@ def write_predictions(path, sentences, predicted):
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class NerOptions:
-  """What `run_ner.py` does; the fields are its flags (see bert_tf/cli/run_ner.py)."""
-  data_dir: str
-  vocab_file: Optional[str]  # None: the vocab of a Hugging Face --init_checkpoint
-  output_dir: str
-  bert_config_file: Optional[str] = None
-  init_checkpoint: Optional[str] = None
-  do_lower_case: Optional[bool] = True  # None: a Hugging Face checkpoint's setting, else True
-  max_seq_length: int = 128
-  doc_stride: Optional[int] = None  # None: half a window
-  tag_scheme: str = "auto"
-  do_train: bool = False
-  do_eval: bool = False
-  do_predict: bool = False
-  train_batch_size: int = 32
-  eval_batch_size: int = 8
-  predict_batch_size: int = 8
-  learning_rate: float = 5e-5
-  num_train_epochs: float = 3.0
-  warmup_proportion: float = 0.1
-  save_checkpoints_steps: int = 1000
-  export_dir: Optional[str] = None
-  distribution_strategy: str = "auto"
-  tpu: Optional[str] = None
-  mixed_precision: str = "float32"
-  jit_compile: bool = False
-  skip_padding: bool = True
-  steps_per_loop: int = 1
-  log_steps: int = 100
-  keep_checkpoint_max: int = 5
-  seed: int = 12345
-  strict_checkpoint: bool = False
-
-
 def _check_options(opts):
-  """run_classifier's checks of the flags and local paths they share, and run_ner's own."""
-  from bert_tf.finetuning import run_options
-  run_options.check_flag_values(opts)
-  run_options.check_local_paths(opts, required=("data_dir", "output_dir"))
-  # run_ner reads --data_dir with local file calls only; TensorFlow is loaded, so a remote
-  # --vocab_file is checked too.
-  if not os.path.isdir(opts.data_dir):
-    raise UsageError(f"--data_dir={opts.data_dir}: not a directory")
+  """`ner_options.check_options`, and a remote --vocab_file (TensorFlow is loaded here)."""
+  ner_options.check_options(opts)
   if opts.vocab_file and not tf.io.gfile.exists(opts.vocab_file):
     raise UsageError(f"--vocab_file={opts.vocab_file}: file not found")
-  if opts.doc_stride is not None and not 1 <= opts.doc_stride <= opts.max_seq_length - 2:
-    raise UsageError(f"--doc_stride must be between 1 and --max_seq_length - 2 = "
-                     f"{opts.max_seq_length - 2}, got {opts.doc_stride}")
-  ner_data.detect_scheme([], opts.tag_scheme)  # validates the value
 
 
 def doc_stride(opts):
@@ -322,24 +277,31 @@ def _features(opts, tokenizer, sentences, label_ids_of, what):
 
 
 @run_lock.released_at_return
-def run_ner(opts):
+def run_ner(opts, inputs=None):
   """Trains, evaluates, predicts and exports as the options say; returns the eval results dict.
 
   Holds the lock of --output_dir (`bert_tf.utils.run_lock`) from its first file until it returns;
-  training stops on SIGTERM/SIGINT with a checkpoint as run_classifier's (`FineTuner.train`)."""
+  training stops on SIGTERM/SIGINT with a checkpoint as run_classifier's (`FineTuner.train`).
+
+  Args:
+    opts: `NerOptions`.
+    inputs: what `ner_options.preflight(opts)` returned (the command line runs it before it
+      imports TensorFlow), or None to run it here.
+  """
   from bert_tf.pretraining.training import create_strategy, is_chief, set_precision_policy
   from bert_tf.text.tokenization import FullTokenizer, validate_case_matches_checkpoint
-  from bert_tf.checkpoints.huggingface import hf_vocab_file, resolve_do_lower_case
+  from bert_tf.checkpoints.huggingface import hf_vocab_file, keep_converted_vocab, resolve_do_lower_case
+  inputs = inputs or ner_options.preflight(opts)
   _check_options(opts)
   config = classification.bert_config_for(opts)  # also a Hugging Face directory's config.json
   opts = dataclasses.replace(opts, do_lower_case=resolve_do_lower_case(opts.do_lower_case,
                                                                        opts.init_checkpoint))
   if not opts.vocab_file:  # a Hugging Face --init_checkpoint (see _check_options)
-    opts = dataclasses.replace(opts, vocab_file=hf_vocab_file(opts.init_checkpoint,
-                                                              opts.output_dir))
+    # converted into a temporary folder; copied into --output_dir once every input is checked
+    opts = dataclasses.replace(opts, vocab_file=hf_vocab_file(opts.init_checkpoint))
   validate_case_matches_checkpoint(opts.do_lower_case, opts.init_checkpoint)
   labels_path = os.path.join(opts.output_dir, ner_data.LABELS_FILENAME)
-  train = ner_data.read_split(opts.data_dir, "train") if opts.do_train else None
+  train = inputs.train
   labels, scheme = _labels(opts, labels_path, train)
   label_ids_of = {t: i for i, t in enumerate(labels)}
   if not opts.do_train and not opts.init_checkpoint and not classification.checkpoint_prefix_in(
@@ -359,6 +321,8 @@ def run_ner(opts):
   strategy = create_strategy(opts.distribution_strategy, opts.tpu)
   if is_chief(strategy):
     run_lock.hold(opts.output_dir)
+    opts = dataclasses.replace(opts, vocab_file=keep_converted_vocab(opts.vocab_file,
+                                                                     opts.output_dir))
   train_features, num_train_steps = None, 0
   if opts.do_train:
     train_features = _features(opts, tokenizer, train, label_ids_of, "train")
@@ -391,7 +355,7 @@ def run_ner(opts):
 
   results = {}
   if opts.do_eval:
-    dev = ner_data.read_split(opts.data_dir, "dev")
+    dev = inputs.dev
     for tag, where in ner_data.unseen_tags(dev, labels).items():
       logging.warning("%s: tag %s is not among the training labels: its entities count as "
                       "missed (never predicted), and the loss skips them", where, tag)
@@ -409,7 +373,7 @@ def run_ner(opts):
       logging.info("  %s = %s", key, results[key])
 
   if opts.do_predict:
-    test = ner_data.read_split(opts.data_dir, "test", require_tags=False)
+    test = inputs.test
     features = _features(opts, tokenizer, test, label_ids_of, "test")
     tags, _ = predict_tags(predictor, features, labels, scheme, opts.predict_batch_size)
     write_predictions(os.path.join(opts.output_dir, "test_predictions.txt"), test, tags)
