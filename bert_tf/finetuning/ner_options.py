@@ -16,39 +16,12 @@ from bert_tf.finetuning import ner_data, run_options
 from bert_tf.utils.io_utils import is_remote
 
 
-@dataclasses.dataclass
-class NerOptions:
-  """What `run_ner.py` does; the fields are its flags (see bert_tf/cli/run_ner.py)."""
-  data_dir: str
-  vocab_file: Optional[str]  # None: the vocab of a Hugging Face --init_checkpoint
-  output_dir: str
-  bert_config_file: Optional[str] = None
-  init_checkpoint: Optional[str] = None
-  do_lower_case: Optional[bool] = True  # None: a Hugging Face checkpoint's setting, else True
-  max_seq_length: int = 128
+@dataclasses.dataclass(kw_only=True)
+class NerOptions(run_options.FineTuningOptions):
+  """What `run_ner.py` does; the fields are its flags (see bert_tf/cli/run_ner.py): the ones it
+  shares with run_classifier, and these."""
   doc_stride: Optional[int] = None  # None: half a window
   tag_scheme: str = "auto"
-  do_train: bool = False
-  do_eval: bool = False
-  do_predict: bool = False
-  train_batch_size: int = 32
-  eval_batch_size: int = 8
-  predict_batch_size: int = 8
-  learning_rate: float = 5e-5
-  num_train_epochs: float = 3.0
-  warmup_proportion: float = 0.1
-  save_checkpoints_steps: int = 1000
-  export_dir: Optional[str] = None
-  distribution_strategy: str = "auto"
-  tpu: Optional[str] = None
-  mixed_precision: str = "float32"
-  jit_compile: bool = False
-  skip_padding: bool = True
-  steps_per_loop: int = 1
-  log_steps: int = 100
-  keep_checkpoint_max: int = 5
-  seed: int = 12345
-  strict_checkpoint: bool = False
 
 
 @dataclasses.dataclass

@@ -16,10 +16,10 @@ from bert_tf.finetuning import classifier_data
 from bert_tf.utils.io_utils import is_remote
 
 
-@dataclasses.dataclass
-class RunOptions:
-  """What `run_classifier.py` does; the fields are its flags (see bert_tf/cli/run_classifier.py)."""
-  task_name: str
+@dataclasses.dataclass(kw_only=True)
+class FineTuningOptions:
+  """The options run_classifier and run_ner share (the same flags, meaning the same); each
+  command's own options add theirs (`RunOptions`, `ner_options.NerOptions`). Keyword-only."""
   data_dir: str
   vocab_file: Optional[str]  # None: the vocab of a Hugging Face --init_checkpoint
   output_dir: str
@@ -46,12 +46,18 @@ class RunOptions:
   steps_per_loop: int = 1
   log_steps: int = 100
   keep_checkpoint_max: int = 5
+  seed: int = 12345
+  strict_checkpoint: bool = False
+
+
+@dataclasses.dataclass(kw_only=True)
+class RunOptions(FineTuningOptions):
+  """What `run_classifier.py` does; the fields are its flags (see bert_tf/cli/run_classifier.py)."""
+  task_name: str
   xnli_language: str = "zh"
   text_a_column: str = "sentence"
   text_b_column: Optional[str] = None
   label_column: str = "label"
-  seed: int = 12345
-  strict_checkpoint: bool = False
 
 
 @dataclasses.dataclass
