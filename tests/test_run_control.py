@@ -159,10 +159,15 @@ def test_a_second_run_pretraining_on_a_locked_output_dir_is_refused(tmp_path, pr
   assert match and int(match["pid"]) == os.getpid() and match["dir"] == str(out), errors[0]
 
 
-@pytest.mark.parametrize("command", ["run_classifier.py", "run_ner.py"])
-def test_the_fine_tuning_commands_refuse_a_locked_output_dir_too(tmp_path, command):
+@pytest.mark.parametrize("command,data_flags", [
+    ("run_classifier.py", ["--task_name=sst-2", "--data_dir=data/sentiment"]),
+    ("run_ner.py", ["--data_dir=data/ner"])])
+def test_the_fine_tuning_commands_refuse_a_locked_output_dir_too(tmp_path, command, data_flags):
+  # Valid inputs (the bundled data), so that the lock is what stops the run.
+  inputs = data_flags + ["--vocab_file=data/vocab/bert-base-uncased-vocab.txt",
+                         "--bert_config_file=configs/demo_bert_config.json", "--do_train"]
   with run_lock.RunLock(tmp_path):
-    proc = subprocess.run([sys.executable, command, f"--output_dir={tmp_path}", "--do_train"],
+    proc = subprocess.run([sys.executable, command, f"--output_dir={tmp_path}", *inputs],
                           cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=120)
   errors = _error_lines(proc.stderr)
   assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
