@@ -553,3 +553,21 @@ def test_run_pretraining_continues_from_a_hf_directory(tmp_path):
   written = BertConfig.from_json_file(str(out / "bert_config.json"))
   assert written == hf.read_hf_config(d) and written.layer_norm_eps == 1e-7
   assert tf.train.latest_checkpoint(str(out)).endswith("ckpt-2")
+
+
+def test_run_ner_leaves_no_output_dir_when_a_check_after_the_vocab_conversion_fails(tmp_path):
+  """Issue 18, case 9, for run_ner: the vocab converted from tokenizer.json and the output folder
+  are written only once the training windows are known to fill a batch."""
+  from bert_tf.finetuning import tagging
+  d = write_hf_dir(tmp_path / "hf", "BertModel", vocab="json")
+  data = tmp_path / "ner"
+  data.mkdir()
+  (data / "train.txt").write_text("the O\nbank B-org\n\nit O\nrains O\n")
+  out = tmp_path / "out"
+  opts = tagging.NerOptions(data_dir=str(data), vocab_file=None, output_dir=str(out),
+                            init_checkpoint=d, do_lower_case=None, max_seq_length=16,
+                            do_train=True, train_batch_size=16, num_train_epochs=1.0)
+  with pytest.raises(UsageError, match=r"^2 training windows make no whole batch of "
+                                       r"--train_batch_size=16$"):
+    tagging.run_ner(opts)
+  assert not out.exists()

@@ -314,6 +314,14 @@ def run_ner(opts, inputs=None):
                      f"model's vocab_size is {config.vocab_size}")
   for token in ("[CLS]", "[SEP]", "[UNK]"):
     tokenizer.special_id(token)  # UsageError naming the vocab file when one is missing
+  train_features, num_train_steps = None, 0
+  if opts.do_train:  # its windows: the last check before the first write
+    train_features = _features(opts, tokenizer, train, label_ids_of, "train")
+    num_train_steps = int(train_features.num_windows / opts.train_batch_size *
+                          opts.num_train_epochs)
+    if num_train_steps < 1:
+      raise UsageError(f"{train_features.num_windows} training windows make no whole batch of "
+                       f"--train_batch_size={opts.train_batch_size}")
   tf.io.gfile.makedirs(opts.output_dir)
 
   keras.utils.set_random_seed(opts.seed)
@@ -323,14 +331,7 @@ def run_ner(opts, inputs=None):
     run_lock.hold(opts.output_dir)
     opts = dataclasses.replace(opts, vocab_file=keep_converted_vocab(opts.vocab_file,
                                                                      opts.output_dir))
-  train_features, num_train_steps = None, 0
   if opts.do_train:
-    train_features = _features(opts, tokenizer, train, label_ids_of, "train")
-    num_train_steps = int(train_features.num_windows / opts.train_batch_size *
-                          opts.num_train_epochs)
-    if num_train_steps < 1:
-      raise UsageError(f"{train_features.num_windows} training windows make no whole batch of "
-                       f"--train_batch_size={opts.train_batch_size}")
     ner_data.save_labels(labels_path, labels, scheme, do_lower_case=opts.do_lower_case,
                          max_seq_length=opts.max_seq_length, doc_stride=doc_stride(opts))
   model, optimizer, checkpoint = _build(opts, config, len(labels), strategy, num_train_steps)
