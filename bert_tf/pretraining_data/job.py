@@ -28,9 +28,10 @@ Nothing here imports TensorFlow (the tokenizer is `word_cache_tokenizer`, record
 by `pretraining_records`), so a worker starts in well under a second. Workers are forked on Linux
 when the calling process has not loaded TensorFlow (they then share its tokenizer and loaded
 compiled code), and spawned otherwise (`_start_method`); with one worker everything runs in the
-calling process. Forked workers start only once this process has loaded numba's compiled code (a
-few tenths of a second); meanwhile helper processes tokenize the first shards on the other cores
-(`_StartupTokenizers`). Outputs are written under temporary names and renamed, with their
+calling process. Forked workers start only once this process has loaded the compiled kernels (the
+C extension: a millisecond; with the numba fallback a few tenths of a second warm, a compile on the
+first run of an environment); meanwhile helper processes tokenize the first shards on the other
+cores (`_StartupTokenizers`). Outputs are written under temporary names and renamed, with their
 manifests, only when every shard is done.
 """
 
@@ -499,9 +500,10 @@ _STARTUP_POLL_S = 0.05
 
 
 class _StartupTokenizers:
-  """Helper processes that tokenize the first shards while this process loads numba.
+  """Helper processes that tokenize the first shards while this process loads its kernels.
 
-  Loading numba and its compiled code takes this process a few tenths of a second, and the workers
+  Loading the vocab, the tokenizer and the kernels (with the numba fallback: numba and its compiled
+  code) takes this process a few tenths of a second, and the workers
   are forked only afterwards, so that they share the loaded code; meanwhile the other cores would
   idle. Helpers, forked before numba is imported (one per further worker, at most one per further
   core), tokenize the first round of shards (one per worker) in turns. When this process is ready,
