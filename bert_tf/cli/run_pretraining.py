@@ -91,8 +91,8 @@ def check_remote_eval_checkpoint():
       is_remote(FLAGS.output_dir):
     import tensorflow as tf
     if not tf.train.latest_checkpoint(FLAGS.output_dir):
-      raise errors.UsageError(f"--do_eval: --output_dir={FLAGS.output_dir} holds no checkpoint "
-                              "to evaluate and no --init_checkpoint is given")
+      from bert_tf.pretraining.run_checks import no_checkpoint_to_evaluate_message
+      raise errors.UsageError(no_checkpoint_to_evaluate_message(FLAGS.output_dir))
 
 
 def main(argv):

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from bert_tf import features as features_lib
 from bert_tf.errors import UsageError
+from bert_tf.pretraining import run_checks
 from bert_tf.utils.io_utils import expand_input_patterns
 
 _EPOCH_SEED_STRIDE = 1000003  # distinct seeds per epoch (a prime, so epochs never collide early)
@@ -106,10 +107,8 @@ def check_vocab_size(files, vocab_size, config_name="--bert_config_file"):
     manifest = features_lib.read_manifest(f.path)
     if manifest is not None:
       if (manifest.get("vocab_size") or 0) > vocab_size:
-        raise UsageError(
-            f"{config_name}: vocab_size is {vocab_size}, but {features_lib.manifest_path(f.path)} "
-            f"says its records use a vocab of {manifest['vocab_size']} ids; use the config of the "
-            "model the data was made for (or data made with its vocab)")
+        raise UsageError(run_checks.manifest_vocab_message(config_name, f.path,
+                                                           manifest["vocab_size"], vocab_size))
       continue
     record = _first_record(f.path, f.compression)
     if record is None:
@@ -137,9 +136,7 @@ def require_records(files, flag_name="--input_file", what="training"):
         return
     except tf.errors.OpError:
       return  # unreadable rather than empty: reported when it is read, naming the file
-  paths = [f.path for f in files]
-  listing = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
-  raise UsageError(f"{flag_name}: the {what} files hold no records: {listing}")
+  raise UsageError(run_checks.no_records_message(flag_name, what, [f.path for f in files]))
 
 
 def count_records(pretraining_file):

@@ -140,7 +140,7 @@ def data_loss_message(error, specs):
         pass
     except tf.errors.OpError as e:
       return corrupt_tfrecord_message(path, first_line(e))
-  where = _listing(paths) if paths else "the input"
+  where = listing(paths) if paths else "the input"
   return f"{where}: truncated or corrupt TFRecord data ({detail})"
 
 
@@ -175,9 +175,27 @@ class InputFile:
   vocab_size: Optional[int] = None
 
 
-def _listing(paths):
+def listing(paths):
+  """The first few of `paths` for a message, and how many more."""
   shown = ", ".join(paths[:_LISTED])
   return shown + (f" and {len(paths) - _LISTED} more" if len(paths) > _LISTED else "")
+
+
+def no_records_message(flag_name, what, paths):
+  return f"{flag_name}: the {what} files hold no records: {listing(paths)}"
+
+
+def manifest_vocab_message(config_source, path, manifest_vocab_size, vocab_size):
+  """A manifest's vocab larger than the model's (the records hold ids it has no embedding for)."""
+  return (f"{config_source}: vocab_size is {vocab_size}, but {features_lib.manifest_path(path)} "
+          f"says its records use a vocab of {manifest_vocab_size} ids; use the config of the "
+          "model the data was made for (or data made with its vocab)")
+
+
+def no_checkpoint_to_evaluate_message(output_dir):
+  return (f"--do_eval: --output_dir={output_dir} holds no checkpoint to evaluate and no "
+          "--init_checkpoint is given (random weights would give meaningless numbers); train "
+          "first or pass --init_checkpoint")
 
 
 def check_input_file(path, max_seq_length, max_predictions_per_seq, walk=True):
@@ -245,16 +263,13 @@ def check_input_files(spec, flag_name, max_seq_length, max_predictions_per_seq, 
   too_big = [f for f in checked if f.vocab_size is not None and f.vocab_size > vocab_size]
   if too_big:
     f = too_big[0]
-    raise UsageError(
-        f"{config_source}: vocab_size is {vocab_size}, but {features_lib.manifest_path(f.path)} "
-        f"says its records use a vocab of {f.vocab_size} ids; use the config of the model the "
-        "data was made for (or data made with its vocab)")
+    raise UsageError(manifest_vocab_message(config_source, f.path, f.vocab_size, vocab_size))
   if all(f.num_records == 0 for f in checked):
-    raise UsageError(f"{flag_name}: the {what} files hold no records: {_listing(paths)}")
+    raise UsageError(no_records_message(flag_name, what, paths))
   empty = [f.path for f in checked if f.num_records == 0]
   if empty:
     from absl import logging
-    logging.warning("%s: %d file(s) hold no records: %s", flag_name, len(empty), _listing(empty))
+    logging.warning("%s: %d file(s) hold no records: %s", flag_name, len(empty), listing(empty))
   return checked
 
 
@@ -382,7 +397,5 @@ def check_inputs(flag_values):
                               source, "evaluation", cache)
   if fv.do_eval and not fv.do_train and not fv.init_checkpoint and \
       not is_remote(fv.output_dir) and not has_checkpoint(fv.output_dir):
-    raise UsageError(f"--do_eval: --output_dir={fv.output_dir} holds no checkpoint to evaluate "
-                     "and no --init_checkpoint is given (random weights would give meaningless "
-                     "numbers); train first or pass --init_checkpoint")
+    raise UsageError(no_checkpoint_to_evaluate_message(fv.output_dir))
   return CheckedInputs(train, eval_)
