@@ -6,30 +6,21 @@ imported also print nothing else: no start-up noise. Cases that were already han
 matrix too, so that it documents the command's behaviour (docs/errors.md).
 """
 
+import functools
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-from command_checks import assert_quiet_start_up, assert_resumed_past
+from command_checks import (TINY_CONFIG, assert_quiet_start_up, assert_resumed_past, error_line,
+                            run_command)
 from conftest import DATA_DIR, REPO_ROOT
 
 VOCAB = os.path.join(DATA_DIR, "vocab", "bert-base-uncased-vocab.txt")
 SCRIPT = os.path.join(REPO_ROOT, "run_classifier.py")
-TINY_CONFIG = {"vocab_size": 30522, "hidden_size": 16, "num_hidden_layers": 1,
-               "num_attention_heads": 2, "intermediate_size": 32, "hidden_act": "gelu",
-               "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
-               "max_position_embeddings": 32, "type_vocab_size": 2, "initializer_range": 0.02}
 
-
-def _run(args, timeout=240):
-  env = dict(os.environ)
-  env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user's shell has it: the noise, if any, shows
-  return subprocess.run([sys.executable, SCRIPT] + args, capture_output=True, text=True, env=env,
-                        timeout=timeout)
+_run = functools.partial(run_command, SCRIPT)
 
 
 def _sentiment(folder, sizes):
@@ -53,12 +44,6 @@ def _base(tmp_path, data, **flags):
   args = [f"--{k}={v}" for k, v in values.items() if v is not None and not isinstance(v, bool)]
   return args + [f"--{k}" if v else f"--no{k}" for k, v in values.items() if isinstance(v, bool)]
 
-
-def _error_line(proc):
-  errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-  assert len(errors) == 1, proc.stderr[-3000:]
-  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-  return errors[0][len("error: "):]
 
 
 def test_flag_file_and_row_errors_come_before_tensorflow_without_noise(tmp_path):
@@ -106,7 +91,7 @@ def test_flag_file_and_row_errors_come_before_tensorflow_without_noise(tmp_path)
   for args, message in cases:
     proc = _run(args)
     assert proc.returncode == 2, (args, proc.stderr[-3000:])
-    assert _error_line(proc) == message
+    assert error_line(proc) == message
     assert proc.stderr == f"error: {message}\n"  # no CUDA / absl start-up lines
     assert proc.stdout == ""
     assert not out.exists(), args
@@ -125,7 +110,7 @@ def test_non_utf8_bytes_are_a_warning_naming_the_file_and_first_line(tmp_path):
     f.write("no label\n")
   proc = _run(_base(tmp_path, data, do_train=True, do_eval=True))
   assert proc.returncode == 2
-  assert _error_line(proc) == f"{data / 'dev.tsv'}:6: expected 2 tab-separated fields, found 1"
+  assert error_line(proc) == f"{data / 'dev.tsv'}:6: expected 2 tab-separated fields, found 1"
   warnings = [line for line in proc.stderr.splitlines() if "UTF-8" in line]
   assert len(warnings) == 1 and warnings[0].endswith(
       f"] {train}:4: not valid UTF-8 (2 line(s) in the file, this one first); their bad bytes "
@@ -142,7 +127,7 @@ def test_a_bad_init_checkpoint_is_refused_before_anything_is_written(tmp_path):
   proc = _run(_base(tmp_path, data, do_train=True, do_eval=True,
                     init_checkpoint=broken / "model.ckpt"))
   assert proc.returncode == 2, proc.stderr[-3000:]
-  assert _error_line(proc) == (f"{broken / 'model.ckpt'}: cannot read checkpoint "
+  assert error_line(proc) == (f"{broken / 'model.ckpt'}: cannot read checkpoint "
                                f"{broken / 'model.ckpt'}: file is too short to be an sstable")
   assert_quiet_start_up(proc)  # TensorFlow loaded, without its start-up lines
   assert not (tmp_path / "out").exists()
@@ -232,7 +217,7 @@ def test_an_init_checkpoint_of_another_shape_is_one_line_without_start_up_noise(
   proc = _run(_base(tmp_path, trained["data"], do_train=True, bert_config_file=config,
                     init_checkpoint=trained["out"] / "ckpt-3"))
   assert proc.returncode == 2, proc.stderr[-3000:]
-  message = _error_line(proc)
+  message = error_line(proc)
   assert "intermediate" in message and "48" in message and "32" in message, message
   assert_quiet_start_up(proc)
   assert not (tmp_path / "out").exists()

@@ -7,30 +7,21 @@ run_ner handles rather than refuses (a dev tag unknown to training, a word that 
 nothing) are checked in one short real run.
 """
 
+import functools
 import json
 import os
-import subprocess
-import sys
 
+from command_checks import TINY_CONFIG, run_command
 from conftest import DATA_DIR, REPO_ROOT
 
 VOCAB = os.path.join(DATA_DIR, "vocab", "bert-base-uncased-vocab.txt")
 SCRIPT = os.path.join(REPO_ROOT, "run_ner.py")
-TINY_CONFIG = {"vocab_size": 30522, "hidden_size": 16, "num_hidden_layers": 1,
-               "num_attention_heads": 2, "intermediate_size": 32, "hidden_act": "gelu",
-               "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
-               "max_position_embeddings": 32, "type_vocab_size": 2, "initializer_range": 0.02}
 TRAIN = ("EU B-ORG\nrejects O\nGerman B-MISC\ncall O\n\n"
          "Peter B-PER\nBlackburn I-PER\n\nBRUSSELS B-LOC\n1996-08-22 O\n\n") * 2
 DEV = "Peter B-PER\nspoke O\n\nin O\nParis B-LOC\n"
 NO_SENTENCES = "no sentences (the file is empty or holds only blank and -DOCSTART- lines)"
 
-
-def _run(args, timeout=240):
-  env = dict(os.environ)
-  env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user's shell has it: the noise, if any, shows
-  return subprocess.run([sys.executable, SCRIPT] + args, capture_output=True, text=True, env=env,
-                        timeout=timeout)
+_run = functools.partial(run_command, SCRIPT)
 
 
 def _data(folder, **files):

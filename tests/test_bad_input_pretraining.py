@@ -8,6 +8,7 @@ too, so that it documents the command's behaviour (docs/errors.md). The numbers 
 issue 18's list.
 """
 
+import functools
 import gzip
 import json
 import os
@@ -20,25 +21,13 @@ import uuid
 import pytest
 
 import pretraining_testdata as td
-from command_checks import assert_quiet_start_up, assert_resumed_past
+from command_checks import assert_quiet_start_up, assert_resumed_past, error_line, run_command
 from conftest import REPO_ROOT
 
 SCRIPT = os.path.join(REPO_ROOT, "run_pretraining.py")
 SHAPE = [f"--max_seq_length={td.SEQ_LENGTH}", f"--max_predictions_per_seq={td.PREDICTIONS}"]
 
-
-def _run(args, timeout=240, preexec_fn=None):
-  env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-  env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user's shell has it: the noise, if any, shows
-  return subprocess.run([sys.executable, SCRIPT] + [str(a) for a in args], capture_output=True,
-                        text=True, env=env, timeout=timeout, preexec_fn=preexec_fn)
-
-
-def _error_line(proc):
-  errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-  assert len(errors) == 1, proc.stderr[-3000:]
-  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-  return errors[0][len("error: "):]
+_run = functools.partial(run_command, SCRIPT)
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +156,7 @@ def test_flag_and_file_errors_come_before_tensorflow_without_noise(data, tmp_pat
   for args, message in cases:
     proc = _run(args)
     assert proc.returncode == 2, (args, proc.stderr[-3000:])
-    assert _error_line(proc) == message, args
+    assert error_line(proc) == message, args
     assert proc.stderr == f"error: {message}\n", args  # no TensorFlow start-up lines
     assert proc.stdout == ""
     assert not out.exists(), args
@@ -218,7 +207,7 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line_and_leaves_no_partial_c
   out = tmp_path / "out"
   proc = _run(_args(data, out), preexec_fn=_file_size_limit(50000))  # a checkpoint is ~90 KB
   assert proc.returncode == 2, proc.stderr[-3000:]
-  assert _error_line(proc) == (f"--output_dir={out}: cannot write (File too large); free space "
+  assert error_line(proc) == (f"--output_dir={out}: cannot write (File too large); free space "
                                "or choose another folder; no checkpoint was written")
   assert not [n for n in os.listdir(out) if n.startswith("ckpt")], os.listdir(out)
 
@@ -231,7 +220,7 @@ def test_a_bad_init_checkpoint_is_refused_before_anything_is_written(data, tmp_p
   out = tmp_path / "out"
   proc = _run(_args(data, out, init_checkpoint=broken / "model.ckpt"))
   assert proc.returncode == 2, proc.stderr[-3000:]
-  assert _error_line(proc) == (f"{broken / 'model.ckpt'}: cannot read checkpoint "
+  assert error_line(proc) == (f"{broken / 'model.ckpt'}: cannot read checkpoint "
                                f"{broken / 'model.ckpt'}: file is too short to be an sstable")
   assert_quiet_start_up(proc)
   assert not out.exists()
@@ -244,7 +233,7 @@ def test_a_truncated_gzip_file_is_named_when_training_reaches_its_end(data, tmp_
   proc = _run(_args(data, out, input_file=data["cut.tfrecord.gz"], num_train_steps=10,
                     save_checkpoints_steps=100))
   assert proc.returncode == 2, proc.stderr[-3000:]
-  message = _error_line(proc)
+  message = error_line(proc)
   assert message.startswith(f"{data['cut.tfrecord.gz']}: truncated or corrupt TFRecord (")
   assert message.endswith("); write it again or leave it out of the input")
   assert_quiet_start_up(proc)
@@ -298,6 +287,7 @@ def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(data, tmp_
 
 def test_no_checkpoint_that_can_be_read_is_an_error_naming_the_newest(tmp_path):
   """Case 4 when every checkpoint is broken: an error, not random weights."""
+  from bert_tf.checkpoints.resume import checkpoint_candidates
   from bert_tf.errors import UsageError
   from bert_tf.pretraining import training
   out = tmp_path / "out"
@@ -311,7 +301,7 @@ def test_no_checkpoint_that_can_be_read_is_an_error_naming_the_newest(tmp_path):
   strategy = training.create_strategy("one_device")
   _, checkpoint = training.build_pretraining(params, strategy)
   keeper = training.CheckpointKeeper(checkpoint, str(out), strategy)
-  assert keeper.candidates() == [str(out / "ckpt-2"), str(out / "ckpt-1")]
+  assert checkpoint_candidates(str(out)) == [str(out / "ckpt-2"), str(out / "ckpt-1")]
   with pytest.raises(UsageError) as error:
     keeper.restore_latest()
   message = str(error.value)
@@ -404,7 +394,7 @@ def test_ids_beyond_the_vocab_past_the_first_record_are_named_when_training_meet
   out = tmp_path / "out"
   proc = _run(_args(data, out, input_file=path, num_train_steps=4, shuffle_buffer_size=1))
   assert proc.returncode == 2, proc.stderr[-3000:]
-  message = _error_line(proc)
+  message = error_line(proc)
   assert message.startswith(f"{data['config']}: vocab_size is {td.VOCAB_SIZE}, but the input "
                             "holds larger token ids (indices[")
   assert message.endswith(f" is not in [0, {td.VOCAB_SIZE})); use the config of the model the "

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from bert_tf.finetuning import classification as cls
+from command_checks import TINY_CONFIG
 
 
 def _original_truncate(tokens_a, tokens_b, max_length):
@@ -284,12 +285,6 @@ def test_a_second_run_resumes_from_the_output_dir(pair_run, caplog):
 # ---------------------------------------------------------------------------------------------
 # The command line, end to end on a slice of the bundled sentiment data
 # ---------------------------------------------------------------------------------------------
-
-TINY_CONFIG = {"vocab_size": 30522, "hidden_size": 16, "num_hidden_layers": 1,
-               "num_attention_heads": 2, "intermediate_size": 32, "hidden_act": "gelu",
-               "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
-               "max_position_embeddings": 32, "type_vocab_size": 2, "initializer_range": 0.02}
-
 
 def _run_cli(repo_root, args, cwd):
   import subprocess
