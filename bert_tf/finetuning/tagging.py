@@ -231,8 +231,7 @@ def write_predictions(path, sentences, predicted):
 
 
 def _check_options(opts):
-  """`ner_options.check_options`, and a remote --vocab_file (TensorFlow is loaded here)."""
-  ner_options.check_options(opts)
+  """What `ner_options.preflight` leaves to TensorFlow: a remote --vocab_file."""
   if opts.vocab_file and not tf.io.gfile.exists(opts.vocab_file):
     raise UsageError(f"--vocab_file={opts.vocab_file}: file not found")
 

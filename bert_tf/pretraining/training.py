@@ -18,7 +18,7 @@ import tensorflow as tf
 from absl import logging
 
 from bert_tf.errors import StoppedBySignal, UsageError
-from bert_tf.checkpoints.resume import checkpoint_candidates, restore_newest
+from bert_tf.checkpoints.resume import restore_newest
 from bert_tf.utils import run_lock, stop_signals
 from bert_tf.utils.io_utils import atomic_write_text, write_eval_results
 
@@ -374,10 +374,6 @@ class CheckpointKeeper:
 
   def latest(self):
     return tf.train.latest_checkpoint(self.output_dir)
-
-  def candidates(self):
-    """The checkpoints of the output dir, newest first (`checkpoints.resume.checkpoint_candidates`)."""
-    return checkpoint_candidates(self.output_dir)
 
   def restore_latest(self):
     """Restores the newest checkpoint of the output dir that can be read; returns its path or None.

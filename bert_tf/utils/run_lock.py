@@ -32,6 +32,7 @@ import time
 from absl import logging
 
 from bert_tf.errors import UsageError
+from bert_tf.utils.io_utils import is_remote
 
 try:
   import fcntl
@@ -44,10 +45,6 @@ _ACQUIRE_TRIES = 5  # a free lock can be busy for a moment (another run's check_
 
 def lock_path(output_dir):
   return os.path.join(output_dir, LOCK_NAME)
-
-
-def _is_remote(path):
-  return "://" in str(path)
 
 
 def _now():
@@ -204,7 +201,7 @@ def check_not_locked(output_dir):
   """Raises `UsageError` (the message of `RunLock.acquire`) when a live run holds the lock of
   `output_dir`. Writes nothing, creates nothing: for the commands to call before they import
   TensorFlow, so that a second run is refused in a moment. The real lock is taken later (`hold`)."""
-  if not output_dir or _is_remote(output_dir) or fcntl is None:
+  if not output_dir or is_remote(str(output_dir)) or fcntl is None:
     return
   try:
     fd = os.open(lock_path(output_dir), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
@@ -242,7 +239,7 @@ def hold(output_dir):
   """Takes the lock of `output_dir` (see `RunLock`) until the innermost `released_at_return` call
   returns, or until the process exits outside one. Returns the `RunLock`, or None for a remote
   folder or a platform without flock (not locked)."""
-  if _is_remote(output_dir):
+  if is_remote(str(output_dir)):
     logging.info("--output_dir=%s is remote: not locked against a second run", output_dir)
     return None
   if fcntl is None:
