@@ -13,7 +13,6 @@ from typing import List, Optional
 
 from bert_tf.errors import UsageError
 from bert_tf.finetuning import ner_data, run_options
-from bert_tf.utils.io_utils import is_remote
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -43,8 +42,6 @@ def check_options(opts):
     raise UsageError(f"--doc_stride must be between 1 and --max_seq_length - 2 = "
                      f"{opts.max_seq_length - 2}, got {opts.doc_stride}")
   ner_data.detect_scheme([], opts.tag_scheme)  # validates the value
-  if opts.vocab_file and not is_remote(opts.vocab_file) and not os.path.isfile(opts.vocab_file):
-    raise UsageError(f"--vocab_file={opts.vocab_file}: file not found")
 
 
 def read_inputs(opts):

@@ -13,6 +13,7 @@ from typing import Dict, List, Optional
 
 from bert_tf.errors import UsageError
 from bert_tf.finetuning import classifier_data
+from bert_tf.pretraining.run_checks import check_init_checkpoint
 from bert_tf.utils.io_utils import is_remote
 
 
@@ -118,11 +119,7 @@ def check_local_paths(opts, required=("task_name", "data_dir", "output_dir")):
       raise UsageError(f"--bert_config_file={opts.bert_config_file}: file not found")
     from bert_tf.configs import BertConfig
     BertConfig.from_json_file(opts.bert_config_file)  # raises UsageError naming a bad field
-  init = opts.init_checkpoint
-  if init and not is_remote(init) and not (os.path.isdir(init) or os.path.isfile(init + ".index")
-                                           or os.path.isfile(init)):
-    raise UsageError(f"--init_checkpoint={init}: no such checkpoint (neither a folder nor "
-                     f"{init}.index exists)")
+  check_init_checkpoint(opts.init_checkpoint)
   for name in ("output_dir", "export_dir"):
     path = getattr(opts, name)
     if path and not is_remote(path) and os.path.exists(path) and not os.path.isdir(path):

@@ -301,7 +301,8 @@ def _config_limits(flag_values):
   raise UsageError("--bert_config_file is required")
 
 
-def _check_init_checkpoint(init):
+def check_init_checkpoint(init):
+  """Raises `UsageError` when a local --init_checkpoint names nothing that exists."""
   if init and not is_remote(init) and not (os.path.isdir(init) or os.path.isfile(init + ".index")
                                            or os.path.isfile(init)):
     raise UsageError(f"--init_checkpoint={init}: no such checkpoint (neither a folder nor "
@@ -383,7 +384,7 @@ def check_inputs(flag_values):
   if limits and fv.max_seq_length > limits[1]:
     raise UsageError(f"--max_seq_length ({fv.max_seq_length}) is longer than "
                      f"max_position_embeddings ({limits[1]}) of {limits[2]}")
-  _check_init_checkpoint(fv.init_checkpoint)
+  check_init_checkpoint(fv.init_checkpoint)
   check_output_dir(fv.output_dir)
   vocab_size, source = (limits[0], limits[2]) if limits else (float("inf"), None)
   seq, preds = fv.max_seq_length, fv.max_predictions_per_seq
